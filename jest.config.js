@@ -8,6 +8,6 @@ module.exports = {
   maxWorkers: 1,
   testTimeout: 60000,
   transform: {
-    "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json", isolatedModules: true }],
+    "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }],
   },
 };
