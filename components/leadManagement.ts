@@ -2,6 +2,10 @@ import * as pulumi from "@pulumi/pulumi";
 import * as azuread from "@pulumi/azuread";
 import { StackConfig } from "./config";
 import { AzureAdApp } from "./identity/azureAdApp";
+import { ApplicationUser } from "./dataverse/applicationUser";
+import { RoleAssignment } from "./dataverse/roleAssignment";
+import { RolePrivileges } from "./dataverse/rolePrivileges";
+import { LeadWriterSolution } from "./dataverse/solution";
 
 /** Arguments of {@link LeadManagement}. */
 export interface LeadManagementArgs {
@@ -30,6 +34,10 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly clientSecretEndDate: pulumi.Output<string>;
     /** Partner Center's "Contact email", addresses separated by ';'. */
     public readonly contactEmails: pulumi.Output<string>;
+    /** The Dataverse application user the lead service writes as. */
+    public readonly systemUserId: pulumi.Output<string>;
+    /** Version of the Marketplace Lead Writer solution on the instance. */
+    public readonly solutionVersion: pulumi.Output<string>;
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
@@ -43,6 +51,33 @@ export class LeadManagement extends pulumi.ComponentResource {
             clientSecretRotationDays: config.clientSecretRotationDays,
         }, { parent: this });
 
+        const solution = new LeadWriterSolution(`${name}-solution`, {
+            instanceUrl: config.instanceUrl,
+            source: config.solutionSource,
+            importTimeoutMinutes: config.solutionImportTimeoutMinutes,
+            retainOnDelete: config.retainSolutionOnDelete,
+        }, { parent: this });
+
+        // Dataverse accepts the user only once the app's service principal exists in the tenant.
+        const appUser = new ApplicationUser(`${name}-app-user`, {
+            instanceUrl: config.instanceUrl,
+            applicationId: identity.applicationId,
+            businessUnitId: config.businessUnitId ?? "",
+        }, { parent: this, dependsOn: [identity] });
+
+        // The role comes with the solution; an import can reset it, so the privileges follow its version.
+        new RoleAssignment(`${name}-role-assignment`, {
+            instanceUrl: config.instanceUrl,
+            systemUserId: appUser.systemUserId,
+            roleName: config.leadWriterRoleName,
+        }, { parent: this, dependsOn: [solution] });
+        new RolePrivileges(`${name}-role-privileges`, {
+            instanceUrl: config.instanceUrl,
+            roleName: config.leadWriterRoleName,
+            privileges: config.rolePrivileges,
+            solutionVersion: solution.installedVersion,
+        }, { parent: this });
+
         this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
         this.instanceUrl = pulumi.output(config.instanceUrl);
         this.authenticationMethod = pulumi.output("Azure Active Directory");
@@ -51,6 +86,8 @@ export class LeadManagement extends pulumi.ComponentResource {
         this.clientSecret = identity.clientSecret;
         this.clientSecretEndDate = identity.clientSecretEndDate;
         this.contactEmails = pulumi.output(config.contactEmails.join(";"));
+        this.systemUserId = appUser.systemUserId;
+        this.solutionVersion = solution.installedVersion;
         this.registerOutputs({
             leadDestination: this.leadDestination,
             instanceUrl: this.instanceUrl,
@@ -60,6 +97,8 @@ export class LeadManagement extends pulumi.ComponentResource {
             clientSecret: this.clientSecret,
             clientSecretEndDate: this.clientSecretEndDate,
             contactEmails: this.contactEmails,
+            systemUserId: this.systemUserId,
+            solutionVersion: this.solutionVersion,
         });
     }
 }

@@ -1,8 +1,10 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID, settle } from "./support/pulumiMocks";
-import { CONFIG_KEYS, StackConfig } from "../components/config";
+import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/pulumiMocks";
+import { runMockProgram } from "./support/providerHost";
+import type { MockProgramReport, Registration } from "./support/mockProgram";
+import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, StackConfig } from "../components/config";
 
 type Program = typeof import("../index");
 let mocks: MockRun;
@@ -21,20 +23,60 @@ async function loadProgram(config: Record<string, string>): Promise<Program> {
 }
 
 describe("the program (index.ts)", () => {
-    it("exports the Partner Center connection details, with the client secret as a secret", async () => {
-        const program = await loadProgram({ instanceUrl: "https://contoso.crm4.dynamics.com/", contactEmails: "a@contoso.com;b@contoso.com" });
-        const expected: Record<string, [string, boolean]> = {
-            leadDestination: ["Dynamics 365 Customer Engagement", false],
-            instanceUrl: ["https://contoso.crm4.dynamics.com", false],
-            authenticationMethod: ["Azure Active Directory", false],
-            applicationId: ["11111111-2222-4333-8444-555555555555", false],
-            directoryId: [MOCK_TENANT_ID, false],
-            clientSecret: [MOCK_SECRET_VALUE, true],
-            contactEmails: ["a@contoso.com;b@contoso.com", false],
-        };
-        for (const [name, [value, secret]] of Object.entries(expected)) {
-            const output = (program as unknown as Record<string, pulumi.Output<string>>)[name];
-            expect([name, await settle(output)]).toEqual([name, { value, secret }]);
+    let report: MockProgramReport;
+    const byName = (name: string): Registration => {
+        const found = report.registrations.find((r) => r.name === name);
+        if (!found) throw new Error(`${name} was not declared`);
+        return found;
+    };
+    const dependsOn = (name: string) => {
+        const r = byName(name);
+        return [...new Set([...r.dependencies, ...Object.values(r.propertyDependencies).flat()])].map((urn) => urn.split("::").pop()).sort();
+    };
+
+    beforeAll(async () => {
+        report = await runMockProgram({ instanceUrl: "https://contoso.crm4.dynamics.com/", contactEmails: "a@contoso.com;b@contoso.com" });
+        expect(report.error).toBeUndefined();
+    }, 60_000);
+
+    it("exports exactly the Partner Center connection details, with the client secret as a secret", () => {
+        expect(report.outputs).toEqual({
+            leadDestination: { value: "Dynamics 365 Customer Engagement", secret: false },
+            instanceUrl: { value: "https://contoso.crm4.dynamics.com", secret: false },
+            authenticationMethod: { value: "Azure Active Directory", secret: false },
+            applicationId: { value: "11111111-2222-4333-8444-555555555555", secret: false },
+            directoryId: { value: MOCK_TENANT_ID, secret: false },
+            clientSecret: { value: MOCK_SECRET_VALUE, secret: true },
+            clientSecretEndDate: { value: expect.stringMatching(/^\d{4}-\d\d-\d\dT00:00:00\.000Z$/), secret: false },
+            contactEmails: { value: "a@contoso.com;b@contoso.com", secret: false },
+        });
+    });
+
+    it("declares the guide's resources under one LeadManagement component", () => {
+        const children = report.registrations.filter((r) => r.parent.endsWith("::lead-management")).map((r) => [r.type, r.name]);
+        expect(children.sort()).toEqual([
+            ["leadmanagement:identity:AzureAdApp", "lead-management-aad"],
+            ["pulumi-nodejs:dynamic/dataverse:ApplicationUser", "lead-management-app-user"],
+            ["pulumi-nodejs:dynamic/dataverse:RoleAssignment", "lead-management-role-assignment"],
+            ["pulumi-nodejs:dynamic/dataverse:RolePrivileges", "lead-management-role-privileges"],
+            ["pulumi-nodejs:dynamic/dataverse:Solution", "lead-management-solution"],
+        ]);
+        expect(byName("lead-management").type).toBe("leadmanagement:index:LeadManagement");
+    });
+
+    it("orders the Dataverse steps: user after the service principal, role and privileges after the solution", () => {
+        expect(dependsOn("lead-management-app-user")).toEqual(expect.arrayContaining(["lead-management-aad-sp", "lead-management-aad-app"]));
+        expect(dependsOn("lead-management-role-assignment")).toEqual(expect.arrayContaining(["lead-management-app-user", "lead-management-solution"]));
+        expect(dependsOn("lead-management-role-privileges")).toEqual(["lead-management-solution"]);
+    });
+
+    it("passes the Dataverse providers only non-sensitive inputs", () => {
+        expect(byName("lead-management-app-user").inputs).toMatchObject({
+            instanceUrl: "https://contoso.crm4.dynamics.com", applicationId: "11111111-2222-4333-8444-555555555555", businessUnitId: "",
+        });
+        expect(byName("lead-management-role-privileges").inputs.privileges).toEqual([...GUIDE_ROLE_PRIVILEGES]);
+        for (const r of report.registrations.filter((x) => x.type.startsWith("pulumi-nodejs:dynamic"))) {
+            expect([r.name, JSON.stringify(r.inputs)]).not.toEqual([r.name, expect.stringContaining(MOCK_SECRET_VALUE)]);
         }
     });
 

@@ -15,6 +15,7 @@ export const DYNAMICS_CRM_APP_ID = "00000007-0000-0000-c000-000000000000";
 export const DYNAMICS_CRM_SP_OBJECT_ID = "5a0e2b8c-0000-4000-8000-00000000c0de";
 export const USER_IMPERSONATION_SCOPE_ID = "78ce3f0f-a1ce-49c2-8cde-64b5c0896db4";
 export const MOCK_SECRET_VALUE = "mock-generated-secret-not-real";
+export const MOCK_SYSTEM_USER_ID = "0d3c5a2e-1b4f-4e6a-9c8d-7f6e5d4c3b2a";
 
 /** What the mocked providers return for each resource type, beyond echoing the inputs. */
 function mockState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
@@ -25,6 +26,10 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
             return { ...inputs, objectId: `sp-${name}` };
         case "azuread:index/applicationPassword:ApplicationPassword":
             return { ...inputs, keyId: `key-${name}`, value: MOCK_SECRET_VALUE };
+        case "pulumi-nodejs:dynamic/dataverse:Solution":
+            return { ...inputs, uniqueName: "MicrosoftMarketplacesLeadIntegrationSolution", installedVersion: "1.0.0.0", adopted: false };
+        case "pulumi-nodejs:dynamic/dataverse:ApplicationUser":
+            return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, isDisabled: false };
         default:
             return inputs;
     }

@@ -1,0 +1,205 @@
+import * as pulumi from "@pulumi/pulumi";
+import { isGuid, normaliseInstanceUrl } from "../config";
+import { clientFromEnvironment, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
+import { CheckFailure, ignoreNotFound, isNotFound, progress, validateField } from "./common";
+import { rootBusinessUnitId } from "./roles";
+
+export interface ApplicationUserInputs {
+    instanceUrl: string;
+    /** The Entra application (client) id the user is bound to. */
+    applicationId: string;
+    /** Business unit of the user; empty for the root business unit. */
+    businessUnitId?: string;
+}
+
+export interface ApplicationUserOutputs extends ApplicationUserInputs {
+    systemUserId: string;
+    /** The business unit the user is in (the root one when none was given). */
+    resolvedBusinessUnitId: string;
+    isDisabled: boolean;
+}
+
+interface SystemUserRow {
+    systemuserid: string;
+    applicationid: string;
+    isdisabled: boolean;
+    deletedstate?: number | null;
+    _businessunitid_value: string;
+}
+
+const USER_COLUMNS = "systemuserid,applicationid,isdisabled,deletedstate,_businessunitid_value";
+
+/** How long to wait for a new service principal to become visible to Dataverse. */
+const SERVICE_PRINCIPAL_WAIT = { attempts: 8, firstDelayMs: 5_000, maxDelayMs: 60_000 };
+
+async function usersFor(client: DataverseClient, applicationId: string): Promise<SystemUserRow[]> {
+    return client.list<SystemUserRow>("systemusers", {
+        $select: USER_COLUMNS,
+        $filter: `applicationid eq ${odataGuid(applicationId)}`,
+    });
+}
+
+const isSoftDeleted = (row: SystemUserRow) => (row.deletedstate ?? 0) !== 0;
+
+/** Removes a soft-deleted leftover for good, so that a new user for the same app can be created. */
+async function purge(client: DataverseClient, row: SystemUserRow): Promise<void> {
+    progress(`Removing the deleted application user ${row.systemuserid} left over for app ${row.applicationid}.`);
+    try {
+        await ignoreNotFound(client.remove("systemusers", row.systemuserid));
+    } catch (err) {
+        throw new Error(`A deleted application user (${row.systemuserid}) for app ${row.applicationid} still exists and could not be removed: ${(err as Error).message}. Reassign the records it owns, or restore it in the Power Platform admin center, then run 'pulumi up' again.`, { cause: err });
+    }
+}
+
+/** Creates the user, waiting (bounded) for the app's service principal to reach Dataverse. */
+async function createUser(client: DataverseClient, applicationId: string, businessUnitId: string): Promise<void> {
+    let delay = SERVICE_PRINCIPAL_WAIT.firstDelayMs;
+    for (let attempt = 1; ; attempt++) {
+        try {
+            await client.create("systemusers", {
+                applicationid: applicationId,
+                accessmode: 4, // non-interactive
+                "businessunitid@odata.bind": `/businessunits(${odataGuid(businessUnitId)})`,
+            });
+            return;
+        } catch (err) {
+            const missingApp = err instanceof DataverseError && err.hasCode(ErrorCodes.azureApplicationIdNotFound);
+            if (!missingApp || attempt >= SERVICE_PRINCIPAL_WAIT.attempts) {
+                if (missingApp) {
+                    throw new Error(`Dataverse still does not see the service principal of app ${applicationId} after ${attempt} attempts. Check that it exists in the instance's tenant, then run 'pulumi up' again. (${(err as Error).message})`, { cause: err });
+                }
+                throw err;
+            }
+            progress(`Waiting ${Math.round(delay / 1000)} s for the service principal of app ${applicationId} to reach Dataverse (attempt ${attempt} of ${SERVICE_PRINCIPAL_WAIT.attempts}).`);
+            await sleep(delay);
+            delay = Math.min(delay * 2, SERVICE_PRINCIPAL_WAIT.maxDelayMs);
+        }
+    }
+}
+
+/**
+ * Adopt-or-create keyed on the application id: an active user is adopted (and re-enabled), a soft-deleted
+ * leftover is purged, and a create whose answer was lost or that lost a race is settled by reading again.
+ */
+async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUserOutputs> {
+    const client = clientFromEnvironment(inputs.instanceUrl);
+    const businessUnitId = inputs.businessUnitId || await rootBusinessUnitId(client);
+    for (let round = 1; ; round++) {
+        const rows = await usersFor(client, inputs.applicationId);
+        const active = rows.find((r) => !isSoftDeleted(r));
+        if (active) {
+            if (active._businessunitid_value.toLowerCase() !== businessUnitId.toLowerCase()) {
+                throw new Error(`The application user for app ${inputs.applicationId} already exists in business unit ${active._businessunitid_value}, not ${businessUnitId}. Move it in the Power Platform admin center or set businessUnitId to ${active._businessunitid_value}.`);
+            }
+            if (active.isdisabled) {
+                await client.update("systemusers", active.systemuserid, { isdisabled: false });
+            }
+            return { ...inputs, systemUserId: active.systemuserid, resolvedBusinessUnitId: businessUnitId, isDisabled: false };
+        }
+        if (round > 3) {
+            throw new Error(`Could not create the application user for app ${inputs.applicationId}: Dataverse neither accepts it nor lists it.`);
+        }
+        for (const leftover of rows.filter(isSoftDeleted)) {
+            await purge(client, leftover);
+        }
+        try {
+            await createUser(client, inputs.applicationId, businessUnitId);
+        } catch (err) {
+            const settledByReading = err instanceof DataverseError && (err.ambiguous || err.hasCode(ErrorCodes.duplicateApplicationUser));
+            if (!settledByReading) throw err;
+        }
+    }
+}
+
+export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
+    async check(_olds: ApplicationUserInputs, news: ApplicationUserInputs) {
+        const failures: CheckFailure[] = [];
+        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
+        validateField(failures, "applicationId", news.applicationId, (v) => {
+            if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
+        });
+        if (news.businessUnitId) {
+            validateField(failures, "businessUnitId", news.businessUnitId, (v) => {
+                if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
+            });
+        }
+        return { inputs: news, failures };
+    },
+
+    async diff(_id: string, olds: ApplicationUserOutputs, news: ApplicationUserInputs) {
+        const replaces = (["instanceUrl", "applicationId", "businessUnitId"] as const)
+            .filter((k) => (olds[k] ?? "").toLowerCase() !== (news[k] ?? "").toLowerCase());
+        // A user someone disabled is drift: the update enables it again.
+        // Dataverse allows one user per app and instance: moving it to another business unit must delete first.
+        const sameUser = olds.applicationId === news.applicationId && olds.instanceUrl === news.instanceUrl;
+        return { changes: replaces.length > 0 || olds.isDisabled, replaces, deleteBeforeReplace: replaces.length > 0 && sameUser };
+    },
+
+    async create(inputs: ApplicationUserInputs) {
+        const outs = await ensureUser(inputs);
+        return { id: outs.systemUserId, outs };
+    },
+
+    async read(id: string, props: ApplicationUserOutputs) {
+        const client = clientFromEnvironment(props.instanceUrl);
+        let row: SystemUserRow;
+        try {
+            row = await client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS });
+        } catch (err) {
+            if (isNotFound(err)) return { id: "", props: {} };
+            throw err;
+        }
+        if (isSoftDeleted(row)) {
+            return { id: "", props: {} };
+        }
+        return { id, props: { ...props, isDisabled: row.isdisabled, resolvedBusinessUnitId: row._businessunitid_value } };
+    },
+
+    async update(_id: string, _olds: ApplicationUserOutputs, news: ApplicationUserInputs) {
+        return { outs: await ensureUser(news) };
+    },
+
+    async delete(id: string, props: ApplicationUserOutputs) {
+        const client = clientFromEnvironment(props.instanceUrl);
+        const row = await ignoreNotFound(client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS }));
+        if (!row) return;
+        // Only a disabled application user can be deleted; the first DELETE soft-deletes, the second removes it.
+        if (!row.isdisabled && !isSoftDeleted(row)) {
+            await client.update("systemusers", id, { isdisabled: true });
+        }
+        if (!isSoftDeleted(row) && await ignoreNotFound(client.remove("systemusers", id).then(() => true)) === undefined) {
+            return;
+        }
+        try {
+            await ignoreNotFound(client.remove("systemusers", id));
+        } catch (err) {
+            // Records it owns (test leads, say) block the final delete; disabled and soft-deleted it can do nothing.
+            progress(`Application user ${id} is disabled and deleted, but Dataverse keeps its record: ${(err as Error).message}`);
+        }
+    },
+};
+
+/** Arguments of {@link ApplicationUser}. */
+export interface ApplicationUserArgs {
+    /** The Dynamics 365 instance, `https://<org>.crm<N>.dynamics.com`. */
+    readonly instanceUrl: pulumi.Input<string>;
+    /** Application (client) id of the app registration; its service principal must exist in the tenant. */
+    readonly applicationId: pulumi.Input<string>;
+    /** Business unit of the user; the root business unit when omitted. */
+    readonly businessUnitId?: pulumi.Input<string>;
+}
+
+/** The guide's step 2b: a Dataverse application user bound to the app registration. */
+export class ApplicationUser extends pulumi.dynamic.Resource {
+    declare readonly systemUserId: pulumi.Output<string>;
+    declare readonly resolvedBusinessUnitId: pulumi.Output<string>;
+    declare readonly isDisabled: pulumi.Output<boolean>;
+
+    constructor(name: string, args: ApplicationUserArgs, opts?: pulumi.CustomResourceOptions) {
+        super(applicationUserProvider, name, {
+            systemUserId: undefined, resolvedBusinessUnitId: undefined, isDisabled: undefined,
+            businessUnitId: "",
+            ...args,
+        }, opts, "dataverse", "ApplicationUser");
+    }
+}

@@ -1,0 +1,49 @@
+import { PrivilegeDepth, PRIVILEGE_DEPTHS } from "../config";
+import { DataverseError, ErrorCodes } from "./client";
+
+/** What the engine passes for an input that is not known yet (preview); validation must let it through. */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+export function isUnknown(value: unknown): boolean {
+    return value === UNKNOWN;
+}
+
+/** A `check` failure, in the engine's shape. */
+export interface CheckFailure {
+    property: string;
+    reason: string;
+}
+
+/** Runs a validator on a known input and turns its error into a check failure naming the field. */
+export function validateField(failures: CheckFailure[], property: string, value: unknown, validate: (v: unknown) => void): void {
+    if (isUnknown(value)) return;
+    try {
+        validate(value);
+    } catch (err) {
+        failures.push({ property, reason: `${property}: ${(err as Error).message}` });
+    }
+}
+
+export function isNotFound(err: unknown): boolean {
+    return err instanceof DataverseError && (err.status === 404 || err.hasCode(ErrorCodes.objectDoesNotExist));
+}
+
+/** Runs a call whose target may already be gone; gone counts as done. */
+export async function ignoreNotFound<T>(call: Promise<T>): Promise<T | undefined> {
+    try {
+        return await call;
+    } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+    }
+}
+
+/** Basic < Local < Deep < Global. */
+export function depthRank(depth: PrivilegeDepth): number {
+    return PRIVILEGE_DEPTHS.indexOf(depth);
+}
+
+/** Providers report progress on stderr, which the engine shows with the resource's diagnostics. */
+export function progress(message: string): void {
+    process.stderr.write(`${message}\n`);
+}

@@ -1,0 +1,86 @@
+import * as pulumi from "@pulumi/pulumi";
+import { isGuid, normaliseInstanceUrl } from "../config";
+import { clientFromEnvironment } from "./client";
+import { CheckFailure, ignoreNotFound, isNotFound, validateField } from "./common";
+import { findRole, userRoles } from "./roles";
+
+export interface RoleAssignmentInputs {
+    instanceUrl: string;
+    systemUserId: string;
+    roleName: string;
+}
+
+export interface RoleAssignmentOutputs extends RoleAssignmentInputs {
+    /** The copy of the role in the user's business unit. */
+    roleId: string;
+    businessUnitId: string;
+}
+
+/** `<systemUserId>/<roleId>`: the link has no id of its own. */
+const assignmentId = (userId: string, roleId: string) => `${userId}/${roleId}`;
+
+export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
+    async check(_olds: RoleAssignmentInputs, news: RoleAssignmentInputs) {
+        const failures: CheckFailure[] = [];
+        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
+        validateField(failures, "systemUserId", news.systemUserId, (v) => {
+            if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
+        });
+        validateField(failures, "roleName", news.roleName, (v) => {
+            if (typeof v !== "string" || v.trim() === "") throw new Error("must not be empty");
+        });
+        return { inputs: news, failures };
+    },
+
+    async diff(_id: string, olds: RoleAssignmentOutputs, news: RoleAssignmentInputs) {
+        const replaces = (["instanceUrl", "systemUserId", "roleName"] as const).filter((k) => olds[k] !== news[k]);
+        return { changes: replaces.length > 0, replaces };
+    },
+
+    async create(inputs: RoleAssignmentInputs) {
+        const client = clientFromEnvironment(inputs.instanceUrl);
+        const { businessUnitId, roles } = await userRoles(client, inputs.systemUserId);
+        // The user's business unit decides which copy of the role it can hold.
+        const role = await findRole(client, inputs.roleName, businessUnitId);
+        if (!roles.some((r) => r.roleid === role.roleid)) {
+            await client.associate("systemusers", inputs.systemUserId, "systemuserroles_association", "roles", role.roleid);
+        }
+        return { id: assignmentId(inputs.systemUserId, role.roleid), outs: { ...inputs, roleId: role.roleid, businessUnitId } };
+    },
+
+    async read(id: string, props: RoleAssignmentOutputs) {
+        try {
+            const { roles } = await userRoles(clientFromEnvironment(props.instanceUrl), props.systemUserId);
+            // A link someone removed is gone from state, so the next `pulumi up` links it again.
+            return roles.some((r) => r.roleid === props.roleId) ? { id, props } : { id: "", props: {} };
+        } catch (err) {
+            if (isNotFound(err)) return { id: "", props: {} };
+            throw err;
+        }
+    },
+
+    async delete(_id: string, props: RoleAssignmentOutputs) {
+        await ignoreNotFound(clientFromEnvironment(props.instanceUrl)
+            .disassociate("systemusers", props.systemUserId, "systemuserroles_association", props.roleId));
+    },
+};
+
+/** Arguments of {@link RoleAssignment}. */
+export interface RoleAssignmentArgs {
+    /** The Dynamics 365 instance, `https://<org>.crm<N>.dynamics.com`. */
+    readonly instanceUrl: pulumi.Input<string>;
+    /** The user that gets the role (`systemuserid`). */
+    readonly systemUserId: pulumi.Input<string>;
+    /** Name of the security role; its copy in the user's business unit is assigned. */
+    readonly roleName: pulumi.Input<string>;
+}
+
+/** The guide's step 4a: the "Microsoft Marketplace Lead Writer" role assigned to the lead-writing user. */
+export class RoleAssignment extends pulumi.dynamic.Resource {
+    declare readonly roleId: pulumi.Output<string>;
+    declare readonly businessUnitId: pulumi.Output<string>;
+
+    constructor(name: string, args: RoleAssignmentArgs, opts?: pulumi.CustomResourceOptions) {
+        super(roleAssignmentProvider, name, { roleId: undefined, businessUnitId: undefined, ...args }, opts, "dataverse", "RoleAssignment");
+    }
+}

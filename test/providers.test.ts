@@ -1,0 +1,355 @@
+/**
+ * The Dataverse dynamic providers, tested as the engine runs them: the `__provider` strings come from a mock run
+ * of index.ts in a fresh process, and a separate host process loads and drives them against the emulator.
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { createInitialState, Emulator, LEAD_WRITER_ROLE_NAME, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT_BUSINESS_UNIT_ID, CHILD_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import { buildSolutionZip } from "./support/solutionZip";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+
+const INSTANCE = "https://contoso.crm.dynamics.com";
+const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+const OTHER_APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3302";
+
+let emulator: Emulator;
+let host: ProviderHost;
+let providers: Map<string, string>;
+let zips: Record<"v1" | "v1_1" | "v0_9", string>;
+
+function engineFor(type: string): EngineSimulator {
+    const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`);
+    if (!provider) throw new Error(`no serialized provider for ${type}`);
+    return new EngineSimulator(host, provider);
+}
+
+/** Requests that changed something, since a mark in the request log. */
+function writesSince(mark: number) {
+    return emulator.requests.slice(mark).filter((r) => r.method !== "GET")
+        .map((r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")}`);
+}
+
+function liveUsers(applicationId: string) {
+    return emulator.state.systemUsers.filter((u) => u.applicationid === applicationId && u.deletedstate === 0);
+}
+
+function depthOf(roleId: string, privilegeName: string) {
+    const privilege = emulator.state.privileges.find((p) => p.name === privilegeName)!;
+    return emulator.state.rolePrivileges[roleId]?.[privilege.privilegeid];
+}
+
+function leadWriterRole(businessUnitId = ROOT_BUSINESS_UNIT_ID) {
+    return emulator.state.roles.find((r) => r.name === LEAD_WRITER_ROLE_NAME && r.businessunitid === businessUnitId);
+}
+
+beforeAll(async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
+    const write = (version: string) => {
+        const file = path.join(dir, `lead-writer-${version}.zip`);
+        fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
+        return file;
+    };
+    zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1"), v0_9: write("0.9.0.0") };
+    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    expect(report.error).toBeUndefined();
+    providers = providersOf(report);
+    emulator = await startEmulator();
+    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
+}, 120_000);
+
+afterAll(async () => {
+    await host?.stop();
+    await emulator?.close();
+});
+
+beforeEach(() => {
+    Object.assign(emulator.state, createInitialState());
+    emulator.clearFaults();
+    emulator.requests.length = 0;
+    emulator.registerApplication(APP_ID);
+    emulator.registerApplication(OTHER_APP_ID);
+});
+
+it("serializes one provider per Dataverse resource, loading packages by name", () => {
+    expect([...providers.keys()].sort()).toEqual([
+        "pulumi-nodejs:dynamic/dataverse:ApplicationUser",
+        "pulumi-nodejs:dynamic/dataverse:RoleAssignment",
+        "pulumi-nodejs:dynamic/dataverse:RolePrivileges",
+        "pulumi-nodejs:dynamic/dataverse:Solution",
+    ]);
+    for (const provider of providers.values()) {
+        expect(provider).toContain('require("axios/dist/node/axios.cjs")');
+        expect(provider).not.toMatch(/test-token|DATAVERSE_TOKEN=/);
+    }
+});
+
+describe("Solution", () => {
+    const inputs = (source: string, extra: Record<string, unknown> = {}) =>
+        ({ instanceUrl: INSTANCE, source, importTimeoutMinutes: 1, retainOnDelete: false, ...extra });
+
+    it("imports the package, then a re-run makes no write, and destroy uninstalls it", async () => {
+        const engine = engineFor("Solution");
+        const { op, state } = await engine.up(inputs(zips.v1));
+        expect(op).toBe("create");
+        expect(state.outputs).toMatchObject({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", installedVersion: "1.0.0.0", adopted: false });
+        expect(emulator.state.solutions.map((s) => [s.uniquename, s.version])).toEqual([[LEAD_WRITER_SOLUTION_UNIQUE_NAME, "1.0.0.0"]]);
+        expect(leadWriterRole()).toBeDefined();
+        expect(writesSince(0)).toEqual(["POST ImportSolutionAsync"]);
+
+        const mark = emulator.requests.length;
+        const again = await engine.up(inputs(zips.v1), await engine.refresh(state));
+        expect(again.op).toBe("same");
+        expect(writesSince(mark)).toEqual([]);
+
+        await engine.destroy(state);
+        expect(emulator.state.solutions).toEqual([]);
+        expect(leadWriterRole()).toBeUndefined();
+    });
+
+    it("upgrades to a higher version and refuses a lower one in preview", async () => {
+        const engine = engineFor("Solution");
+        const { state } = await engine.up(inputs(zips.v1));
+        expect(await engine.preview(inputs(zips.v1_1), state)).toEqual({ op: "update", replaces: [] });
+        const upgraded = await engine.up(inputs(zips.v1_1), state);
+        expect(upgraded.op).toBe("update");
+        expect(upgraded.state.outputs.installedVersion).toBe("1.0.0.1");
+        expect(emulator.state.solutions[0].version).toBe("1.0.0.1");
+
+        const mark = emulator.requests.length;
+        await expect(engine.preview(inputs(zips.v0_9), upgraded.state)).rejects.toThrow(/1\.0\.0\.1 is installed; the package at .* is the older 0\.9\.0\.0/);
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("adopts a solution already installed at the same version and leaves it on destroy", async () => {
+        const engine = engineFor("Solution");
+        const first = await engine.up(inputs(zips.v1));
+        const mark = emulator.requests.length;
+        // A stack that never saw the first import (its state was lost) finds the solution in place.
+        const adopted = await engine.up(inputs(zips.v1));
+        expect(adopted.state.outputs.adopted).toBe(true);
+        expect(writesSince(mark)).toEqual([]);
+        await engine.destroy(adopted.state);
+        expect(emulator.state.solutions).toHaveLength(1);
+        expect(first.state.id).toBe(adopted.state.id);
+    });
+
+    it("rejects a missing package in check, naming the field", async () => {
+        await expect(engineFor("Solution").up(inputs("/nonexistent/lead-writer.zip"))).rejects.toThrow(/check failed: source: .*no such file/i);
+        expect(emulator.requests).toHaveLength(0);
+    });
+});
+
+describe("ApplicationUser", () => {
+    const inputs = (applicationId = APP_ID, businessUnitId = "") => ({ instanceUrl: INSTANCE, applicationId, businessUnitId });
+
+    it("creates a non-interactive user in the root business unit; a re-run writes nothing", async () => {
+        emulator.requests.length = 0;
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        const users = liveUsers(APP_ID);
+        expect(users).toHaveLength(1);
+        expect(users[0]).toMatchObject({ accessmode: 4, businessunitid: ROOT_BUSINESS_UNIT_ID, isdisabled: false });
+        expect(state.id).toBe(users[0].systemuserid);
+        expect(state.outputs).toMatchObject({ systemUserId: users[0].systemuserid, resolvedBusinessUnitId: ROOT_BUSINESS_UNIT_ID, isDisabled: false });
+        expect(writesSince(0)).toEqual(["POST systemusers"]);
+
+        const mark = emulator.requests.length;
+        expect((await engine.up(inputs(), await engine.refresh(state))).op).toBe("same");
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("notices a disabled user on refresh and enables it again", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        emulator.state.systemUsers.find((u) => u.systemuserid === state.id)!.isdisabled = true;
+        const refreshed = (await engine.refresh(state))!;
+        expect(refreshed.outputs.isDisabled).toBe(true);
+        const repaired = await engine.up(inputs(), refreshed);
+        expect(repaired.op).toBe("update");
+        expect(repaired.state.outputs.isDisabled).toBe(false);
+        expect(liveUsers(APP_ID)[0].isdisabled).toBe(false);
+    });
+
+    it("adopts an existing user after a crash instead of creating a second one", async () => {
+        const engine = engineFor("ApplicationUser");
+        await engine.up(inputs());
+        const mark = emulator.requests.length;
+        // The engine died before it saved the state: the next run creates again.
+        const rerun = await engine.up(inputs());
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+        expect(rerun.state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("settles a create whose answer was lost by reading again", async () => {
+        emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers/ }, 1, { kind: "reset" });
+        const { state } = await engineFor("ApplicationUser").up(inputs());
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+        expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+    });
+
+    it("removes a soft-deleted leftover that would block the create", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        const row = emulator.state.systemUsers.find((u) => u.systemuserid === state.id)!;
+        row.isdisabled = true;
+        row.deletedstate = 1;
+        const recreated = await engine.up(inputs());
+        expect(recreated.state.id).not.toBe(state.id);
+        expect(emulator.state.systemUsers.filter((u) => u.applicationid === APP_ID)).toHaveLength(1);
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+    });
+
+    it("waits for a service principal that Dataverse cannot see yet", async () => {
+        emulator.registerApplication(APP_ID, { visibleAfter: 1 });
+        const { state } = await engineFor("ApplicationUser").up(inputs());
+        expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+        expect(host.stderr).toMatch(/Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/);
+    }, 30_000);
+
+    it("replaces the user when the client id changes, and deletes before replacing when the business unit changes", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        expect(await engine.preview(inputs(OTHER_APP_ID), state)).toEqual({ op: "replace", replaces: ["applicationId"] });
+        const moved = await engine.up(inputs(APP_ID, CHILD_BUSINESS_UNIT_ID), state);
+        expect(moved.op).toBe("replace");
+        expect(liveUsers(APP_ID).map((u) => u.businessunitid)).toEqual([CHILD_BUSINESS_UNIT_ID]);
+    });
+
+    it("destroys by disabling and deleting; a user already gone counts as deleted", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        await engine.destroy(state);
+        expect(emulator.state.systemUsers.filter((u) => u.applicationid === APP_ID)).toEqual([]);
+        await expect(engine.destroy(state)).resolves.toBeUndefined();
+        expect(writesSince(0)).toEqual([
+            "POST systemusers", "PATCH systemusers(" + state.id + ")", "DELETE systemusers(" + state.id + ")", "DELETE systemusers(" + state.id + ")",
+        ]);
+    });
+
+    it("finishes a destroy when records the user owns keep it from being purged", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        emulator.state.leads.push({
+            leadid: "9d3f0c51-0000-4000-8000-000000000001", subject: "MSFT_TEST", lastname: "Test", firstname: null,
+            emailaddress1: null, companyname: null, leadsourcecode: 8, description: null, ownerid: state.id, createdon: new Date().toISOString(),
+        });
+        await engine.destroy(state);
+        const row = emulator.state.systemUsers.find((u) => u.systemuserid === state.id);
+        expect(row).toMatchObject({ isdisabled: true, deletedstate: 1 });
+        expect(host.stderr).toMatch(/is disabled and deleted, but Dataverse keeps its record/);
+    });
+
+    it("rejects a client id that is not a GUID before any call", async () => {
+        const mark = emulator.requests.length;
+        await expect(engineFor("ApplicationUser").up(inputs("my-app"))).rejects.toThrow(/check failed: applicationId: "my-app" is not a GUID/);
+        expect(emulator.requests.length).toBe(mark);
+    });
+});
+
+describe("RoleAssignment and RolePrivileges", () => {
+    let user: ResourceState;
+
+    beforeEach(async () => {
+        await engineFor("Solution").up({ instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false });
+        user = (await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" })).state;
+    }, 30_000);
+
+    const assignment = () => ({ instanceUrl: INSTANCE, systemUserId: user.id, roleName: LEAD_WRITER_ROLE_NAME });
+    const privileges = (grants = GUIDE_ROLE_PRIVILEGES) => ({ instanceUrl: INSTANCE, roleName: LEAD_WRITER_ROLE_NAME, privileges: grants, solutionVersion: "1.0.0.0" });
+    const links = () => emulator.state.userRoles.filter((l) => l.systemuserid === user.id).map((l) => l.roleid);
+
+    it("assigns the role, re-adds a link someone removed, and unlinks on destroy", async () => {
+        const engine = engineFor("RoleAssignment");
+        const { state } = await engine.up(assignment());
+        const role = leadWriterRole()!;
+        expect(links()).toEqual([role.roleid]);
+        expect(state.id).toBe(`${user.id}/${role.roleid}`);
+
+        const mark = emulator.requests.length;
+        expect((await engine.up(assignment(), await engine.refresh(state))).op).toBe("same");
+        expect(writesSince(mark)).toEqual([]);
+
+        emulator.state.userRoles = emulator.state.userRoles.filter((l) => l.systemuserid !== user.id);
+        expect(await engine.refresh(state)).toBeUndefined();
+        expect((await engine.up(assignment())).op).toBe("create");
+        expect(links()).toEqual([role.roleid]);
+
+        await engine.destroy(state);
+        expect(links()).toEqual([]);
+    });
+
+    it("assigns the copy of the role in the user's own business unit", async () => {
+        await engineFor("ApplicationUser").destroy(user);
+        user = (await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: CHILD_BUSINESS_UNIT_ID })).state;
+        const { state } = await engineFor("RoleAssignment").up(assignment());
+        expect(links()).toEqual([leadWriterRole(CHILD_BUSINESS_UNIT_ID)!.roleid]);
+        expect(state.outputs.businessUnitId).toBe(CHILD_BUSINESS_UNIT_ID);
+    });
+
+    it("explains a missing role instead of failing obscurely", async () => {
+        await expect(engineFor("RoleAssignment").up({ ...assignment(), roleName: "Lead Writer (typo)" }))
+            .rejects.toThrow(/The security role "Lead Writer \(typo\)" does not exist in business unit .* Is the Marketplace Lead Writer solution installed/);
+    });
+
+    it("grants the guide's privileges at their depths, and a re-run writes nothing", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(privileges());
+        const role = leadWriterRole()!;
+        for (const grant of GUIDE_ROLE_PRIVILEGES) {
+            expect([grant.name, depthOf(role.roleid, grant.name)]).toEqual([grant.name, grant.depth]);
+        }
+        expect(state.outputs.previousDepths).toEqual(Object.fromEntries(GUIDE_ROLE_PRIVILEGES.map((g) => [g.name, null])));
+        const mark = emulator.requests.length;
+        expect((await engine.up(privileges(), await engine.refresh(state))).op).toBe("same");
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("repairs a lowered privilege after refresh", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(privileges());
+        const role = leadWriterRole()!;
+        const system = emulator.state.privileges.find((p) => p.name === "prvReadAsyncOperation")!;
+        emulator.state.rolePrivileges[role.roleid][system.privilegeid] = "Basic";
+        const refreshed = (await engine.refresh(state))!;
+        expect((refreshed.outputs.currentDepths as Record<string, string>).prvReadAsyncOperation).toBe("Basic");
+        expect((await engine.up(privileges(), refreshed)).op).toBe("update");
+        expect(depthOf(role.roleid, "prvReadAsyncOperation")).toBe("Global");
+    });
+
+    it("never lowers a deeper grant, and destroy puts back exactly what was there before", async () => {
+        const role = leadWriterRole()!;
+        const readAsync = emulator.state.privileges.find((p) => p.name === "prvReadAsyncOperation")!;
+        const writeAsync = emulator.state.privileges.find((p) => p.name === "prvWriteAsyncOperation")!;
+        emulator.state.rolePrivileges[role.roleid][readAsync.privilegeid] = "Global";
+        emulator.state.rolePrivileges[role.roleid][writeAsync.privilegeid] = "Local";
+        const lower = GUIDE_ROLE_PRIVILEGES.map((g) => (g.name === "prvReadAsyncOperation" ? { ...g, depth: "Deep" as const } : g));
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(privileges(lower));
+        expect(depthOf(role.roleid, "prvReadAsyncOperation")).toBe("Global");
+        expect(depthOf(role.roleid, "prvWriteAsyncOperation")).toBe("Global");
+
+        await engine.destroy(state);
+        expect(depthOf(role.roleid, "prvReadAsyncOperation")).toBe("Global");
+        expect(depthOf(role.roleid, "prvWriteAsyncOperation")).toBe("Local");
+        expect(depthOf(role.roleid, "prvCreateUserEntityUISettings")).toBeUndefined();
+    });
+
+    it("restores a privilege dropped from the config on update", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(privileges());
+        const fewer = GUIDE_ROLE_PRIVILEGES.filter((g) => g.name !== "prvAppendToAsyncOperation");
+        expect((await engine.up(privileges(fewer), state)).op).toBe("update");
+        expect(depthOf(leadWriterRole()!.roleid, "prvAppendToAsyncOperation")).toBeUndefined();
+    });
+
+    it("refuses an unknown privilege or a depth it cannot take before writing", async () => {
+        const engine = engineFor("RolePrivileges");
+        const mark = emulator.requests.length;
+        await expect(engine.up(privileges([{ name: "prvDoesNotExist", depth: "Basic" }]))).rejects.toThrow(/No such privilege on .*: prvDoesNotExist/);
+        await expect(engine.up(privileges([{ name: "prvReadUserEntityUISettings", depth: "Global" }]))).rejects.toThrow(/prvReadUserEntityUISettings cannot be granted at Global depth/);
+        expect(writesSince(mark)).toEqual([]);
+    });
+});
