@@ -3,6 +3,7 @@ import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/pulumiMocks";
 import { runMockProgram } from "./support/providerHost";
+import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
 import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, StackConfig } from "../components/config";
 
@@ -35,20 +36,20 @@ describe("the program (index.ts)", () => {
     };
 
     beforeAll(async () => {
-        report = await runMockProgram({ instanceUrl: "https://contoso.crm4.dynamics.com/", contactEmails: "a@contoso.com;b@contoso.com" });
+        report = await runMockProgram(stackConfig("dev"));
         expect(report.error).toBeUndefined();
     }, 60_000);
 
     it("exports exactly the Partner Center connection details, with the client secret as a secret", () => {
         expect(report.outputs).toEqual({
             leadDestination: { value: "Dynamics 365 Customer Engagement", secret: false },
-            instanceUrl: { value: "https://contoso.crm4.dynamics.com", secret: false },
+            instanceUrl: { value: "https://contoso.crm.dynamics.com", secret: false },
             authenticationMethod: { value: "Azure Active Directory", secret: false },
             applicationId: { value: "11111111-2222-4333-8444-555555555555", secret: false },
             directoryId: { value: MOCK_TENANT_ID, secret: false },
             clientSecret: { value: MOCK_SECRET_VALUE, secret: true },
             clientSecretEndDate: { value: expect.stringMatching(/^\d{4}-\d\d-\d\dT00:00:00\.000Z$/), secret: false },
-            contactEmails: { value: "a@contoso.com;b@contoso.com", secret: false },
+            contactEmails: { value: "leads@contoso.com;sales@contoso.com", secret: false },
         });
     });
 
@@ -72,12 +73,20 @@ describe("the program (index.ts)", () => {
 
     it("passes the Dataverse providers only non-sensitive inputs", () => {
         expect(byName("lead-management-app-user").inputs).toMatchObject({
-            instanceUrl: "https://contoso.crm4.dynamics.com", applicationId: "11111111-2222-4333-8444-555555555555", businessUnitId: "",
+            instanceUrl: "https://contoso.crm.dynamics.com", applicationId: "11111111-2222-4333-8444-555555555555", businessUnitId: "",
         });
         expect(byName("lead-management-role-privileges").inputs.privileges).toEqual([...GUIDE_ROLE_PRIVILEGES]);
         for (const r of report.registrations.filter((x) => x.type.startsWith("pulumi-nodejs:dynamic"))) {
             expect([r.name, JSON.stringify(r.inputs)]).not.toEqual([r.name, expect.stringContaining(MOCK_SECRET_VALUE)]);
         }
+    });
+
+    it("is what the README's walkthrough shows (npm run docs:preview regenerates it)", () => {
+        const preview = renderPreview(report, "dev");
+        expect(preview).toContain(" +   pulumi:pulumi:Stack");
+        expect(preview).toMatch(/clientSecret +: \[secret\]/);
+        const readme = fs.readFileSync(README, "utf8");
+        expect(withPreview(readme, preview)).toBe(readme);
     });
 
     it("stops before declaring anything when the config is invalid, naming the key", async () => {
