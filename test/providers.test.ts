@@ -183,6 +183,25 @@ describe("ApplicationUser", () => {
         expect(writesSince(mark)).toEqual([]);
     });
 
+    it("converges without a duplicate when the provider process dies right after its create call", async () => {
+        // The POST reaches the service, which carries it out after the caller is gone.
+        emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ }, 1, { kind: "delay", ms: 1500 });
+        const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
+        const crashed = new EngineSimulator(doomed, providers.get("pulumi-nodejs:dynamic/dataverse:ApplicationUser")!).up(inputs());
+        const failure = expect(crashed).rejects.toThrow(/provider host exited/);
+        while (!emulator.requests.some((r) => r.method === "POST")) await new Promise((r) => setTimeout(r, 20));
+        await doomed.stop();
+        await failure;
+        await new Promise((r) => setTimeout(r, 1700));
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+
+        const mark = emulator.requests.length;
+        const rerun = await engineFor("ApplicationUser").up(inputs());
+        expect(rerun.state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+        expect(writesSince(mark)).toEqual([]);
+    });
+
     it("settles a create whose answer was lost by reading again", async () => {
         emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers/ }, 1, { kind: "reset" });
         const { state } = await engineFor("ApplicationUser").up(inputs());
@@ -246,6 +265,45 @@ describe("ApplicationUser", () => {
         const mark = emulator.requests.length;
         await expect(engineFor("ApplicationUser").up(inputs("my-app"))).rejects.toThrow(/check failed: applicationId: "my-app" is not a GUID/);
         expect(emulator.requests.length).toBe(mark);
+    });
+});
+
+describe("diff", () => {
+    const solution = { instanceUrl: INSTANCE, source: "s.zip", importTimeoutMinutes: 30, retainOnDelete: false, uniqueName: "Lead", version: "1.0.0.0", managed: true, sha256: "a" };
+    const user = { instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
+    const link = { instanceUrl: INSTANCE, systemUserId: APP_ID, roleName: LEAD_WRITER_ROLE_NAME };
+    const grants = { instanceUrl: INSTANCE, roleName: LEAD_WRITER_ROLE_NAME, privileges: [...GUIDE_ROLE_PRIVILEGES], solutionVersion: "1.0.0.0" };
+    const current = Object.fromEntries(GUIDE_ROLE_PRIVILEGES.map((g) => [g.name, g.depth]));
+    const cases: [string, Record<string, unknown>, Record<string, unknown>, { changes: boolean; replaces: string[]; deleteBeforeReplace?: boolean }][] = [
+        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, solution, { changes: false, replaces: [] }],
+        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, version: "1.0.0.1" }, { changes: true, replaces: [] }],
+        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, retainOnDelete: true }, { changes: true, replaces: [] }],
+        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, instanceUrl: "https://fabrikam.crm.dynamics.com" }, { changes: true, replaces: ["instanceUrl"] }],
+        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, uniqueName: "Other" }, { changes: true, replaces: ["uniqueName"] }],
+        ["ApplicationUser", { ...user, isDisabled: false }, user, { changes: false, replaces: [], deleteBeforeReplace: false }],
+        ["ApplicationUser", { ...user, isDisabled: true }, user, { changes: true, replaces: [], deleteBeforeReplace: false }],
+        ["ApplicationUser", { ...user, isDisabled: false }, { ...user, applicationId: OTHER_APP_ID }, { changes: true, replaces: ["applicationId"], deleteBeforeReplace: false }],
+        ["ApplicationUser", { ...user, isDisabled: false }, { ...user, businessUnitId: CHILD_BUSINESS_UNIT_ID }, { changes: true, replaces: ["businessUnitId"], deleteBeforeReplace: true }],
+        ["RoleAssignment", link, link, { changes: false, replaces: [] }],
+        ["RoleAssignment", link, { ...link, roleName: "Other" }, { changes: true, replaces: ["roleName"] }],
+        ["RoleAssignment", link, { ...link, systemUserId: OTHER_APP_ID }, { changes: true, replaces: ["systemUserId"] }],
+        ["RolePrivileges", { ...grants, currentDepths: current }, grants, { changes: false, replaces: [] }],
+        ["RolePrivileges", { ...grants, currentDepths: { ...current, prvReadAsyncOperation: "Deep" } }, grants, { changes: true, replaces: [] }],
+        ["RolePrivileges", { ...grants, currentDepths: current }, { ...grants, solutionVersion: "1.0.0.1" }, { changes: true, replaces: [] }],
+        ["RolePrivileges", { ...grants, currentDepths: current }, { ...grants, roleName: "Other" }, { changes: true, replaces: ["roleName"] }],
+    ];
+
+    const label = ([type, olds, news, expected]: (typeof cases)[number]) => {
+        const changed = Object.keys(news).filter((k) => JSON.stringify(olds[k]) !== JSON.stringify(news[k]));
+        const drift = "isDisabled" in olds && olds.isDisabled ? ["disabled in Dataverse"] : "currentDepths" in olds && JSON.stringify(olds.currentDepths) !== JSON.stringify(current) ? ["privilege lowered in Dataverse"] : [];
+        return `${type}: ${[...changed, ...drift].join(", ") || "nothing changed"} → ${expected.replaces.length ? `replace (${expected.replaces})` : expected.changes ? "update" : "no change"}`;
+    };
+
+    it.each(cases.map((c) => [label(c), ...c] as const))("%s", async (_label, type, olds, news, expected) => {
+        const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!;
+        const diff = await host.call<Record<string, unknown>>(provider, "diff", "id", olds, news);
+        expect({ deleteBeforeReplace: undefined, ...diff }).toEqual({ deleteBeforeReplace: undefined, ...expected });
+        expect(emulator.requests).toHaveLength(0);
     });
 });
 
