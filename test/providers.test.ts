@@ -225,7 +225,7 @@ describe("ApplicationUser", () => {
         emulator.registerApplication(APP_ID, { visibleAfter: 1 });
         const { state } = await engineFor("ApplicationUser").up(inputs());
         expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
-        expect(host.stderr).toMatch(/Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/);
+        expect(host.output).toMatch(/info: .*Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/);
     }, 30_000);
 
     it("replaces the user when the client id changes, and deletes before replacing when the business unit changes", async () => {
@@ -258,7 +258,7 @@ describe("ApplicationUser", () => {
         await engine.destroy(state);
         const row = emulator.state.systemUsers.find((u) => u.systemuserid === state.id);
         expect(row).toMatchObject({ isdisabled: true, deletedstate: 1 });
-        expect(host.stderr).toMatch(/is disabled and deleted, but Dataverse keeps its record/);
+        expect(host.output).toMatch(/warning: .*is disabled and deleted, but Dataverse keeps its record/);
     });
 
     it("rejects a client id that is not a GUID before any call", async () => {

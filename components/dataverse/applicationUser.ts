@@ -1,7 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { isGuid, normaliseInstanceUrl } from "../config";
 import { clientFromEnvironment, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
-import { CheckFailure, ignoreNotFound, isNotFound, progress, validateField } from "./common";
+import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, progress, validateField, warn } from "./common";
 import { rootBusinessUnitId } from "./roles";
 
 export interface ApplicationUserInputs {
@@ -114,14 +113,10 @@ async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUse
 export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
     async check(_olds: ApplicationUserInputs, news: ApplicationUserInputs) {
         const failures: CheckFailure[] = [];
-        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
-        validateField(failures, "applicationId", news.applicationId, (v) => {
-            if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
-        });
+        validateField(failures, "instanceUrl", news.instanceUrl, mustBeInstanceUrl);
+        validateField(failures, "applicationId", news.applicationId, mustBeGuid);
         if (news.businessUnitId) {
-            validateField(failures, "businessUnitId", news.businessUnitId, (v) => {
-                if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
-            });
+            validateField(failures, "businessUnitId", news.businessUnitId, mustBeGuid);
         }
         return { inputs: news, failures };
     },
@@ -174,7 +169,7 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
             await ignoreNotFound(client.remove("systemusers", id));
         } catch (err) {
             // Records it owns (test leads, say) block the final delete; disabled and soft-deleted it can do nothing.
-            progress(`Application user ${id} is disabled and deleted, but Dataverse keeps its record: ${(err as Error).message}`);
+            warn(`Application user ${id} is disabled and deleted, but Dataverse keeps its record: ${(err as Error).message}`);
         }
     },
 };

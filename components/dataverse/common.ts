@@ -1,4 +1,5 @@
-import { PrivilegeDepth, PRIVILEGE_DEPTHS } from "../config";
+import * as pulumi from "@pulumi/pulumi";
+import { isGuid, normaliseInstanceUrl, PrivilegeDepth, PRIVILEGE_DEPTHS } from "../config";
 import { DataverseError, ErrorCodes } from "./client";
 
 /** What the engine passes for an input that is not known yet (preview); validation must let it through. */
@@ -24,6 +25,15 @@ export function validateField(failures: CheckFailure[], property: string, value:
     }
 }
 
+/** Field validators for `validateField`. */
+export const mustBeInstanceUrl = (v: unknown): void => { normaliseInstanceUrl(String(v)); };
+export const mustBeGuid = (v: unknown): void => {
+    if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
+};
+export const mustNotBeEmpty = (v: unknown): void => {
+    if (typeof v !== "string" || v.trim() === "") throw new Error("must not be empty");
+};
+
 export function isNotFound(err: unknown): boolean {
     return err instanceof DataverseError && (err.status === 404 || err.hasCode(ErrorCodes.objectDoesNotExist));
 }
@@ -43,7 +53,12 @@ export function depthRank(depth: PrivilegeDepth): number {
     return PRIVILEGE_DEPTHS.indexOf(depth);
 }
 
-/** Providers report progress on stderr, which the engine shows with the resource's diagnostics. */
+/** Progress the user should see during `pulumi up` (waits, adoptions); the engine shows it as info. */
 export function progress(message: string): void {
-    process.stderr.write(`${message}\n`);
+    void pulumi.log.info(message);
+}
+
+/** Something left undone that the user should know about; shown as a warning. */
+export function warn(message: string): void {
+    void pulumi.log.warn(message);
 }

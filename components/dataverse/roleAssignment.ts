@@ -1,7 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { isGuid, normaliseInstanceUrl } from "../config";
 import { clientFromEnvironment } from "./client";
-import { CheckFailure, ignoreNotFound, isNotFound, validateField } from "./common";
+import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
 import { findRole, userRoles } from "./roles";
 
 export interface RoleAssignmentInputs {
@@ -22,13 +21,9 @@ const assignmentId = (userId: string, roleId: string) => `${userId}/${roleId}`;
 export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
     async check(_olds: RoleAssignmentInputs, news: RoleAssignmentInputs) {
         const failures: CheckFailure[] = [];
-        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
-        validateField(failures, "systemUserId", news.systemUserId, (v) => {
-            if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
-        });
-        validateField(failures, "roleName", news.roleName, (v) => {
-            if (typeof v !== "string" || v.trim() === "") throw new Error("must not be empty");
-        });
+        validateField(failures, "instanceUrl", news.instanceUrl, mustBeInstanceUrl);
+        validateField(failures, "systemUserId", news.systemUserId, mustBeGuid);
+        validateField(failures, "roleName", news.roleName, mustNotBeEmpty);
         return { inputs: news, failures };
     },
 

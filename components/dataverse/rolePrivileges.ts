@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
-import { normaliseInstanceUrl, PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
+import { PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
 import { clientFromEnvironment, DataverseClient, odataGuid, odataString } from "./client";
-import { CheckFailure, depthRank, isNotFound, isUnknown, validateField } from "./common";
+import { CheckFailure, depthRank, isNotFound, isUnknown, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
 import { findRole, rootBusinessUnitId } from "./roles";
 
 export interface RolePrivilegesInputs {
@@ -137,10 +137,8 @@ async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs)
 export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
     async check(_olds: RolePrivilegesInputs, news: RolePrivilegesInputs) {
         const failures: CheckFailure[] = [];
-        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
-        validateField(failures, "roleName", news.roleName, (v) => {
-            if (typeof v !== "string" || v.trim() === "") throw new Error("must not be empty");
-        });
+        validateField(failures, "instanceUrl", news.instanceUrl, mustBeInstanceUrl);
+        validateField(failures, "roleName", news.roleName, mustNotBeEmpty);
         validateField(failures, "privileges", news.privileges, (v) => {
             if (!Array.isArray(v)) throw new Error("must be a list");
             v.forEach((g: PrivilegeGrant, i) => {

@@ -1,7 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { normaliseInstanceUrl } from "../config";
 import { clientFromEnvironment, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
-import { CheckFailure, ignoreNotFound, isUnknown, progress, validateField } from "./common";
+import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField } from "./common";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
 
 /** Inputs of the solution resource, as the engine stores them. */
@@ -152,7 +151,7 @@ function outputs(inputs: SolutionInputs, row: SolutionRow, adopted: boolean): So
 export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     async check(_olds: SolutionInputs, news: SolutionInputs) {
         const failures: CheckFailure[] = [];
-        validateField(failures, "instanceUrl", news.instanceUrl, (v) => normaliseInstanceUrl(String(v)));
+        validateField(failures, "instanceUrl", news.instanceUrl, mustBeInstanceUrl);
         validateField(failures, "importTimeoutMinutes", news.importTimeoutMinutes, (v) => {
             if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new Error("must be a whole number of minutes, at least 1");
         });

@@ -38,8 +38,8 @@ export class ProviderCallError extends Error {}
 export class ProviderHost {
     private nextId = 1;
     private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-    /** Everything the providers wrote on stderr (progress messages, warnings). */
-    stderr = "";
+    /** Everything the providers printed: without an engine, `pulumi.log` writes to the console. */
+    output = "";
 
     private constructor(private readonly child: ChildProcess) {
         child.on("message", (msg: { id?: number; result?: unknown; error?: { message: string } }) => {
@@ -49,7 +49,8 @@ export class ProviderHost {
             if (msg.error) waiter?.reject(new ProviderCallError(msg.error.message || String((msg.error as { stack?: string }).stack)));
             else waiter?.resolve(msg.result);
         });
-        child.stderr?.on("data", (chunk: Buffer) => { this.stderr += chunk.toString(); });
+        child.stdout?.on("data", (chunk: Buffer) => { this.output += chunk.toString(); });
+        child.stderr?.on("data", (chunk: Buffer) => { this.output += chunk.toString(); });
         child.on("exit", () => {
             for (const waiter of this.pending.values()) waiter.reject(new Error("provider host exited"));
             this.pending.clear();
@@ -61,7 +62,7 @@ export class ProviderHost {
         const child = fork(path.join(__dirname, "providerHostChild.js"), [], {
             cwd: ROOT,
             env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-            stdio: ["ignore", "ignore", "pipe", "ipc"],
+            stdio: ["ignore", "pipe", "pipe", "ipc"],
         });
         await new Promise<void>((resolve, reject) => {
             child.once("message", () => resolve());
