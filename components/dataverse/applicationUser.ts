@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { clientFromEnvironment, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
+import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
 import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, progress, validateField, warn } from "./common";
 import { rootBusinessUnitId } from "./roles";
 
@@ -81,7 +81,7 @@ async function createUser(client: DataverseClient, applicationId: string, busine
  * leftover is purged, and a create whose answer was lost or that lost a race is settled by reading again.
  */
 async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUserOutputs> {
-    const client = clientFromEnvironment(inputs.instanceUrl);
+    const client = sharedClient(inputs.instanceUrl);
     const businessUnitId = inputs.businessUnitId || await rootBusinessUnitId(client);
     for (let round = 1; ; round++) {
         const rows = await usersFor(client, inputs.applicationId);
@@ -136,7 +136,7 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async read(id: string, props: ApplicationUserOutputs) {
-        const client = clientFromEnvironment(props.instanceUrl);
+        const client = sharedClient(props.instanceUrl);
         let row: SystemUserRow;
         try {
             row = await client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS });
@@ -155,7 +155,7 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async delete(id: string, props: ApplicationUserOutputs) {
-        const client = clientFromEnvironment(props.instanceUrl);
+        const client = sharedClient(props.instanceUrl);
         const row = await ignoreNotFound(client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS }));
         if (!row) return;
         // Only a disabled application user can be deleted; the first DELETE soft-deletes, the second removes it.

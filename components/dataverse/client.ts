@@ -143,6 +143,8 @@ export function parseRetryAfter(header: string | undefined, now = Date.now()): n
     if (/^\d+(\.\d+)?$/.test(trimmed)) {
         return Math.round(Number(trimmed) * 1000);
     }
+    // Only the HTTP-date form (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT"): Date.parse accepts far too much.
+    if (!/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(trimmed)) return undefined;
     const date = Date.parse(trimmed);
     return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
@@ -222,6 +224,7 @@ export class DataverseClient {
     private readonly gate: Semaphore;
     private readonly onRetry: DataverseClientOptions["onRetry"];
     private cachedToken: AccessToken | undefined;
+    private pendingToken: Promise<AccessToken> | undefined;
 
     constructor(options: DataverseClientOptions) {
         this.instanceUrl = options.instanceUrl.replace(/\/+$/, "");
@@ -249,6 +252,12 @@ export class DataverseClient {
         if (this.cachedToken && this.cachedToken.expiresOnTimestamp - Date.now() > 2 * 60_000) {
             return this.cachedToken.token;
         }
+        // Requests that start together share one fetch instead of each starting a credential flow.
+        this.pendingToken ??= this.fetchToken().finally(() => { this.pendingToken = undefined; });
+        return (await this.pendingToken).token;
+    }
+
+    private async fetchToken(): Promise<AccessToken> {
         let token: AccessToken | null;
         try {
             token = await this.credential.getToken(`${this.instanceUrl}/.default`);
@@ -261,7 +270,7 @@ export class DataverseClient {
             throw new DataverseError(`The credential returned no token for ${this.instanceUrl}`, 0, "CredentialUnavailable", "TOKEN", "");
         }
         this.cachedToken = token;
-        return token.token;
+        return token;
     }
 
     /** One Web API request with authentication, throttling, retries and OData error decoding. */
@@ -297,6 +306,7 @@ export class DataverseClient {
                     // A revoked or expired token: one fresh token, then the request again (401 means it was not run).
                     refreshedToken = true;
                     this.cachedToken = undefined;
+                    attempt--; // the replay with a fresh token is not one of the retries
                     continue;
                 }
                 if (!RETRYABLE_STATUS.includes(response.status) || (!replayable && response.status !== 429)) {
@@ -409,4 +419,16 @@ export function clientFromEnvironment(instanceUrl: string, options: Omit<Dataver
         endpoint,
         credential: token ? staticTokenCredential(token) : undefined,
     });
+}
+
+// A plain object, not a Map: it is serialized with the providers (empty) and filled in the provider process.
+const sharedClients: Record<string, DataverseClient> = {};
+
+/**
+ * The client for an instance shared by all operations of one provider process, so the engine's parallel steps share
+ * one token and one concurrency cap.
+ */
+export function sharedClient(instanceUrl: string): DataverseClient {
+    const key = [instanceUrl, process.env.DATAVERSE_ENDPOINT ?? "", process.env.DATAVERSE_TOKEN ?? ""].join("|");
+    return (sharedClients[key] ??= clientFromEnvironment(instanceUrl));
 }

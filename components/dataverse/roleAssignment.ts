@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { clientFromEnvironment } from "./client";
+import { sharedClient } from "./client";
 import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
 import { findRole, userRoles } from "./roles";
 
@@ -33,7 +33,7 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async create(inputs: RoleAssignmentInputs) {
-        const client = clientFromEnvironment(inputs.instanceUrl);
+        const client = sharedClient(inputs.instanceUrl);
         const { businessUnitId, roles } = await userRoles(client, inputs.systemUserId);
         // The user's business unit decides which copy of the role it can hold.
         const role = await findRole(client, inputs.roleName, businessUnitId);
@@ -45,7 +45,7 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
 
     async read(id: string, props: RoleAssignmentOutputs) {
         try {
-            const { roles } = await userRoles(clientFromEnvironment(props.instanceUrl), props.systemUserId);
+            const { roles } = await userRoles(sharedClient(props.instanceUrl), props.systemUserId);
             // A link someone removed is gone from state, so the next `pulumi up` links it again.
             return roles.some((r) => r.roleid === props.roleId) ? { id, props } : { id: "", props: {} };
         } catch (err) {
@@ -55,7 +55,7 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async delete(_id: string, props: RoleAssignmentOutputs) {
-        await ignoreNotFound(clientFromEnvironment(props.instanceUrl)
+        await ignoreNotFound(sharedClient(props.instanceUrl)
             .disassociate("systemusers", props.systemUserId, "systemuserroles_association", props.roleId));
     },
 };

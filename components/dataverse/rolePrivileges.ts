@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
-import { clientFromEnvironment, DataverseClient, odataGuid, odataString } from "./client";
+import { sharedClient, DataverseClient, odataGuid, odataString } from "./client";
 import { CheckFailure, depthRank, isNotFound, isUnknown, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
 import { findRole, rootBusinessUnitId } from "./roles";
 
@@ -95,7 +95,7 @@ async function restore(client: DataverseClient, roleId: string, businessUnitId: 
  * Never lowers a deeper grant someone else made.
  */
 async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs): Promise<RolePrivilegesOutputs> {
-    const client = clientFromEnvironment(inputs.instanceUrl);
+    const client = sharedClient(inputs.instanceUrl);
     const businessUnitId = await rootBusinessUnitId(client);
     // Inherited copies in child business units follow the root copy.
     const role = await findRole(client, inputs.roleName, businessUnitId);
@@ -163,7 +163,7 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async read(id: string, props: RolePrivilegesOutputs) {
-        const client = clientFromEnvironment(props.instanceUrl);
+        const client = sharedClient(props.instanceUrl);
         try {
             const privileges = await lookUpPrivileges(client, props.privileges);
             const currentDepths = depthsOf(props.privileges.map((g) => g.name), privileges, await readDepths(client, props.roleId));
@@ -180,7 +180,7 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async delete(_id: string, props: RolePrivilegesOutputs) {
-        const client = clientFromEnvironment(props.instanceUrl);
+        const client = sharedClient(props.instanceUrl);
         try {
             const privileges = await lookUpPrivileges(client, props.privileges);
             const now = depthsOf(props.privileges.map((g) => g.name), privileges, await readDepths(client, props.roleId));

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { clientFromEnvironment, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
+import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
 import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField } from "./common";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
 
@@ -122,7 +122,7 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
 
 /** Brings the instance to the package's version: adopts the same version, upgrades a lower one, refuses a higher one. */
 async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionRow; imported: boolean }> {
-    const client = clientFromEnvironment(inputs.instanceUrl);
+    const client = sharedClient(inputs.instanceUrl);
     const pkg = await loadSolutionPackage(inputs.source);
     if (pkg.sha256 !== inputs.sha256) {
         throw new Error(`${inputs.source} changed between preview and update (sha256 ${inputs.sha256} → ${pkg.sha256}); run 'pulumi up' again.`);
@@ -185,7 +185,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async read(_id: string, props: SolutionOutputs) {
-        const row = await findSolution(clientFromEnvironment(props.instanceUrl), props.uniqueName);
+        const row = await findSolution(sharedClient(props.instanceUrl), props.uniqueName);
         if (!row) {
             return { id: "", props: {} };
         }
@@ -203,7 +203,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
             return;
         }
         // Uninstalling removes the solution's components, the Lead Writer role among them.
-        await ignoreNotFound(clientFromEnvironment(props.instanceUrl).remove("solutions", id));
+        await ignoreNotFound(sharedClient(props.instanceUrl).remove("solutions", id));
     },
 };
 
