@@ -99,19 +99,26 @@ export function normaliseInstanceUrl(value: string): string {
         throw new Error(`host "${url.hostname}" is not a Dynamics 365 instance; expected https://<org>.crm<N>.dynamics.com`);
     }
     if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.hash || url.port || url.username) {
-        throw new Error(`"${value}" must be the instance origin only (no path, query, port or credentials); expected https://<org>.crm<N>.dynamics.com`);
+        throw new Error(
+            `"${value}" must be the instance origin only (no path, query, port or credentials); expected https://<org>.crm<N>.dynamics.com`,
+        );
     }
     return `https://${url.hostname.toLowerCase()}`;
 }
 
 export function parseEmailList(value: string): string[] {
-    const emails = value.split(";").map((e) => e.trim()).filter((e) => e.length > 0);
+    const emails = value
+        .split(";")
+        .map((e) => e.trim())
+        .filter((e) => e.length > 0);
     if (emails.length === 0) {
         throw new Error("is empty; expected one or more e-mail addresses separated by ';'");
     }
     const bad = emails.filter((e) => !EMAIL.test(e));
     if (bad.length > 0) {
-        throw new Error(`has invalid address(es) ${bad.map((b) => `"${b}"`).join(", ")}; expected addresses separated by ';', e.g. "leads@contoso.com;sales@contoso.com"`);
+        throw new Error(
+            `has invalid address(es) ${bad.map((b) => `"${b}"`).join(", ")}; expected addresses separated by ';', e.g. "leads@contoso.com;sales@contoso.com"`,
+        );
     }
     return emails;
 }
@@ -181,7 +188,9 @@ function parsePrivileges(value: string): PrivilegeGrant[] {
             throw new Error(`[${i}].name must be a privilege name such as "prvReadAsyncOperation"`);
         }
         if (typeof item.depth !== "string" || !PRIVILEGE_DEPTHS.includes(item.depth as PrivilegeDepth)) {
-            throw new Error(`[${i}].depth must be one of ${PRIVILEGE_DEPTHS.map((d) => `"${d}"`).join(", ")} (User = Basic, Organization = Global)`);
+            throw new Error(
+                `[${i}].depth must be one of ${PRIVILEGE_DEPTHS.map((d) => `"${d}"`).join(", ")} (User = Basic, Organization = Global)`,
+            );
         }
         if (seen.has(item.name.toLowerCase())) {
             throw new Error(`[${i}] names "${item.name}" twice`);
@@ -224,7 +233,11 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management"):
         authMethod: read("authMethod", (v) => parseEnum<AuthMethod>(v, ["azureAD", "office365"]), "azureAD"),
         contactEmails: read("contactEmails", parseEmailList),
         appDisplayName: read("appDisplayName", (v) => v, "Marketplace Lead Writer"),
-        signInAudience: read("signInAudience", (v) => parseEnum<SignInAudience>(v, ["AzureADMyOrg", "AzureADMultipleOrgs"]), "AzureADMultipleOrgs"),
+        signInAudience: read(
+            "signInAudience",
+            (v) => parseEnum<SignInAudience>(v, ["AzureADMyOrg", "AzureADMultipleOrgs"]),
+            "AzureADMultipleOrgs",
+        ),
         redirectUri: read("redirectUri", parseHttpsUrl, "https://localhost/marketplace-leads/auth"),
         grantAdminConsent: read("grantAdminConsent", parseBoolean, false),
         // Azure AD caps secrets at 24 months, and each secret lives two periods, so one period is at most a year.
@@ -237,7 +250,11 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management"):
         solutionSource: read("solutionSource", parseSolutionSource, GUIDE_SOLUTION_URL),
         solutionImportTimeoutMinutes: read("solutionImportTimeoutMinutes", (v) => parseInteger(v, 1, 240, "minutes"), 30),
         retainSolutionOnDelete: read("retainSolutionOnDelete", parseBoolean, false),
-        rolePrivileges: read("rolePrivileges", parsePrivileges, GUIDE_ROLE_PRIVILEGES.map((p) => ({ ...p }))),
+        rolePrivileges: read(
+            "rolePrivileges",
+            parsePrivileges,
+            GUIDE_ROLE_PRIVILEGES.map((p) => ({ ...p })),
+        ),
     };
     if (config.authMethod === "office365") {
         problems.push(`${key("authMethod")}: "office365" is not supported yet; use "azureAD" (the guide's recommended path)`);
@@ -250,9 +267,20 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management"):
 
 /** Every config key the project reads; `Pulumi.yaml` declares the same set. */
 export const CONFIG_KEYS: readonly (keyof StackConfig)[] = [
-    "instanceUrl", "authMethod", "contactEmails", "appDisplayName", "signInAudience", "redirectUri",
-    "grantAdminConsent", "clientSecretRotationDays", "leadWriterRoleName", "businessUnitId", "solutionSource",
-    "solutionImportTimeoutMinutes", "retainSolutionOnDelete", "rolePrivileges",
+    "instanceUrl",
+    "authMethod",
+    "contactEmails",
+    "appDisplayName",
+    "signInAudience",
+    "redirectUri",
+    "grantAdminConsent",
+    "clientSecretRotationDays",
+    "leadWriterRoleName",
+    "businessUnitId",
+    "solutionSource",
+    "solutionImportTimeoutMinutes",
+    "retainSolutionOnDelete",
+    "rolePrivileges",
 ];
 
 /** Reads this stack's config through Pulumi and validates it before any resource is declared. */

@@ -43,40 +43,60 @@ export class LeadManagement extends pulumi.ComponentResource {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
         const { config } = args;
 
-        const identity = new AzureAdApp(`${name}-aad`, {
-            displayName: config.appDisplayName,
-            signInAudience: config.signInAudience,
-            redirectUri: config.redirectUri,
-            grantAdminConsent: config.grantAdminConsent,
-            clientSecretRotationDays: config.clientSecretRotationDays,
-        }, { parent: this });
+        const identity = new AzureAdApp(
+            `${name}-aad`,
+            {
+                displayName: config.appDisplayName,
+                signInAudience: config.signInAudience,
+                redirectUri: config.redirectUri,
+                grantAdminConsent: config.grantAdminConsent,
+                clientSecretRotationDays: config.clientSecretRotationDays,
+            },
+            { parent: this },
+        );
 
-        const solution = new LeadWriterSolution(`${name}-solution`, {
-            instanceUrl: config.instanceUrl,
-            source: config.solutionSource,
-            importTimeoutMinutes: config.solutionImportTimeoutMinutes,
-            retainOnDelete: config.retainSolutionOnDelete,
-        }, { parent: this });
+        const solution = new LeadWriterSolution(
+            `${name}-solution`,
+            {
+                instanceUrl: config.instanceUrl,
+                source: config.solutionSource,
+                importTimeoutMinutes: config.solutionImportTimeoutMinutes,
+                retainOnDelete: config.retainSolutionOnDelete,
+            },
+            { parent: this },
+        );
 
         // Dataverse accepts the user only once the app's service principal exists in the tenant.
-        const appUser = new ApplicationUser(`${name}-app-user`, {
-            instanceUrl: config.instanceUrl,
-            applicationId: identity.applicationId,
-            businessUnitId: config.businessUnitId ?? "",
-        }, { parent: this, dependsOn: [identity] });
+        const appUser = new ApplicationUser(
+            `${name}-app-user`,
+            {
+                instanceUrl: config.instanceUrl,
+                applicationId: identity.applicationId,
+                businessUnitId: config.businessUnitId ?? "",
+            },
+            { parent: this, dependsOn: [identity] },
+        );
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
-        new RoleAssignment(`${name}-role-assignment`, {
-            instanceUrl: config.instanceUrl,
-            systemUserId: appUser.systemUserId,
-            roleName: config.leadWriterRoleName,
-        }, { parent: this, dependsOn: [solution] });
-        new RolePrivileges(`${name}-role-privileges`, {
-            instanceUrl: config.instanceUrl,
-            roleName: config.leadWriterRoleName,
-            privileges: config.rolePrivileges,
-            solutionVersion: solution.installedVersion,
-        }, { parent: this });
+        new RoleAssignment(
+            `${name}-role-assignment`,
+            {
+                instanceUrl: config.instanceUrl,
+                systemUserId: appUser.systemUserId,
+                roleName: config.leadWriterRoleName,
+            },
+            { parent: this, dependsOn: [solution] },
+        );
+        new RolePrivileges(
+            `${name}-role-privileges`,
+            {
+                instanceUrl: config.instanceUrl,
+                roleName: config.leadWriterRoleName,
+                privileges: config.rolePrivileges,
+                solutionVersion: solution.installedVersion,
+            },
+            { parent: this },
+        );
 
         this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
         this.instanceUrl = pulumi.output(config.instanceUrl);

@@ -8,68 +8,68 @@
 import { startEmulator, type EmulatorOptions } from "../test/emulator/server";
 
 function usage(message: string): never {
-  console.error(message);
-  console.error(
-    "usage: emulator [--token <value>]... [--app-token <value>=<applicationId>]... [--register-app <applicationId>]... [--import-polls <n>]",
-  );
-  process.exit(2);
+    console.error(message);
+    console.error(
+        "usage: emulator [--token <value>]... [--app-token <value>=<applicationId>]... [--register-app <applicationId>]... [--import-polls <n>]",
+    );
+    process.exit(2);
 }
 
 function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: string[] } {
-  const tokens: NonNullable<EmulatorOptions["tokens"]> = {};
-  let restricted = false;
-  const registerApps: string[] = [];
-  let importPolls: number | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = argv[i + 1];
-    if (value === undefined || value === "") usage(`${flag} needs a value`);
-    switch (flag) {
-      case "--token":
-        tokens[value] = "admin";
-        restricted = true;
-        break;
-      case "--app-token": {
-        const eq = value.lastIndexOf("=");
-        if (eq <= 0 || eq === value.length - 1) usage("--app-token takes <value>=<applicationId>");
-        tokens[value.slice(0, eq)] = { applicationId: value.slice(eq + 1) };
-        restricted = true;
-        break;
-      }
-      case "--register-app":
-        registerApps.push(value);
-        break;
-      case "--import-polls":
-        importPolls = Number(value);
-        if (!Number.isInteger(importPolls) || importPolls < 0) usage("--import-polls takes a whole number");
-        break;
-      default:
-        usage(`unknown argument ${flag}`);
+    const tokens: NonNullable<EmulatorOptions["tokens"]> = {};
+    let restricted = false;
+    const registerApps: string[] = [];
+    let importPolls: number | undefined;
+    for (let i = 0; i < argv.length; i++) {
+        const flag = argv[i];
+        const value = argv[i + 1];
+        if (value === undefined || value === "") usage(`${flag} needs a value`);
+        switch (flag) {
+            case "--token":
+                tokens[value] = "admin";
+                restricted = true;
+                break;
+            case "--app-token": {
+                const eq = value.lastIndexOf("=");
+                if (eq <= 0 || eq === value.length - 1) usage("--app-token takes <value>=<applicationId>");
+                tokens[value.slice(0, eq)] = { applicationId: value.slice(eq + 1) };
+                restricted = true;
+                break;
+            }
+            case "--register-app":
+                registerApps.push(value);
+                break;
+            case "--import-polls":
+                importPolls = Number(value);
+                if (!Number.isInteger(importPolls) || importPolls < 0) usage("--import-polls takes a whole number");
+                break;
+            default:
+                usage(`unknown argument ${flag}`);
+        }
+        i++;
     }
-    i++;
-  }
-  const envPort = process.env.PORT;
-  const port = envPort === undefined || envPort === "" ? 0 : Number(envPort);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`PORT=${envPort} is not a port number`);
-  return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps };
+    const envPort = process.env.PORT;
+    const port = envPort === undefined || envPort === "" ? 0 : Number(envPort);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`PORT=${envPort} is not a port number`);
+    return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps };
 }
 
 async function main(): Promise<void> {
-  const { options, registerApps } = parseArgs(process.argv.slice(2));
-  const emulator = await startEmulator(options);
-  for (const app of registerApps) emulator.registerApplication(app);
-  console.log(emulator.baseUrl);
-  const stop = (): void => {
-    emulator.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+    const { options, registerApps } = parseArgs(process.argv.slice(2));
+    const emulator = await startEmulator(options);
+    for (const app of registerApps) emulator.registerApplication(app);
+    console.log(emulator.baseUrl);
+    const stop = (): void => {
+        emulator.close().then(
+            () => process.exit(0),
+            () => process.exit(1),
+        );
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
+    console.error(err);
+    process.exit(1);
 });

@@ -37,8 +37,9 @@ describe("stack config", () => {
     });
 
     it("normalises instance URLs of any region to the origin", () => {
-        expect(parseStackConfig({ ...valid, instanceUrl: "https://Contoso.crm4.dynamics.com/" }).instanceUrl)
-            .toBe("https://contoso.crm4.dynamics.com");
+        expect(parseStackConfig({ ...valid, instanceUrl: "https://Contoso.crm4.dynamics.com/" }).instanceUrl).toBe(
+            "https://contoso.crm4.dynamics.com",
+        );
     });
 
     it("reports every bad key at once", () => {
@@ -53,7 +54,11 @@ describe("stack config", () => {
         ["instanceUrl", "contoso.crm.dynamics.com", /instanceUrl: .*not a URL; expected https:\/\/<org>\.crm<N>\.dynamics\.com/],
         ["instanceUrl", "https://contoso.example.com", /instanceUrl: host "contoso\.example\.com" is not a Dynamics 365 instance/],
         ["instanceUrl", "https://contoso.crm.dynamics.com/main.aspx", /instanceUrl: .*origin only/],
-        ["contactEmails", "leads@contoso.com, sales@contoso.com", /contactEmails: has invalid address\(es\) "leads@contoso\.com, sales@contoso\.com"; expected addresses separated by ';'/],
+        [
+            "contactEmails",
+            "leads@contoso.com, sales@contoso.com",
+            /contactEmails: has invalid address\(es\) "leads@contoso\.com, sales@contoso\.com"; expected addresses separated by ';'/,
+        ],
         ["contactEmails", " ; ", /contactEmails: is empty/],
         ["authMethod", "aad", /authMethod: "aad" is not one of "azureAD", "office365"/],
         ["authMethod", "office365", /authMethod: "office365" is not supported yet/],
@@ -70,8 +75,16 @@ describe("stack config", () => {
         ["rolePrivileges", "prvReadAsyncOperation", /rolePrivileges: is not JSON/],
         ["rolePrivileges", "[]", /rolePrivileges: must be a non-empty list/],
         ["rolePrivileges", '[{"name":"ReadAsyncOperation","depth":"Global"}]', /rolePrivileges: \[0\]\.name must be a privilege name/],
-        ["rolePrivileges", '[{"name":"prvReadAsyncOperation","depth":"Organization"}]', /rolePrivileges: \[0\]\.depth must be one of "Basic", "Local", "Deep", "Global"/],
-        ["rolePrivileges", '[{"name":"prvReadAsyncOperation","depth":"Global"},{"name":"prvreadasyncoperation","depth":"Basic"}]', /rolePrivileges: \[1\] names "prvreadasyncoperation" twice/],
+        [
+            "rolePrivileges",
+            '[{"name":"prvReadAsyncOperation","depth":"Organization"}]',
+            /rolePrivileges: \[0\]\.depth must be one of "Basic", "Local", "Deep", "Global"/,
+        ],
+        [
+            "rolePrivileges",
+            '[{"name":"prvReadAsyncOperation","depth":"Global"},{"name":"prvreadasyncoperation","depth":"Basic"}]',
+            /rolePrivileges: \[1\] names "prvreadasyncoperation" twice/,
+        ],
     ])("rejects %s = %j, naming the key", (key, value, message) => {
         const problems = problemsOf({ ...valid, [key]: value });
         expect(problems).toHaveLength(1);

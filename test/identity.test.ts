@@ -1,6 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import {
-    DYNAMICS_CRM_APP_ID, DYNAMICS_CRM_SP_OBJECT_ID, installMocks, MOCK_SECRET_VALUE, settle, USER_IMPERSONATION_SCOPE_ID,
+    DYNAMICS_CRM_APP_ID,
+    DYNAMICS_CRM_SP_OBJECT_ID,
+    installMocks,
+    MOCK_SECRET_VALUE,
+    settle,
+    USER_IMPERSONATION_SCOPE_ID,
 } from "./support/pulumiMocks";
 import { AzureAdApp, secretRotation } from "../components/identity/azureAdApp";
 
@@ -8,13 +13,17 @@ const run = installMocks();
 const DAY = 24 * 3600 * 1000;
 
 function build(name: string, overrides: Partial<{ grantAdminConsent: boolean }> = {}): AzureAdApp {
-    return new AzureAdApp(name, {
-        displayName: "Marketplace Lead Writer",
-        signInAudience: "AzureADMultipleOrgs",
-        redirectUri: "https://contosoapp1/auth",
-        grantAdminConsent: overrides.grantAdminConsent ?? false,
-        clientSecretRotationDays: 180,
-    }, { transformations: [run.record] });
+    return new AzureAdApp(
+        name,
+        {
+            displayName: "Marketplace Lead Writer",
+            signInAudience: "AzureADMultipleOrgs",
+            redirectUri: "https://contosoapp1/auth",
+            grantAdminConsent: overrides.grantAdminConsent ?? false,
+            clientSecretRotationDays: 180,
+        },
+        { transformations: [run.record] },
+    );
 }
 
 describe("AzureAdApp", () => {
@@ -40,17 +49,20 @@ describe("AzureAdApp", () => {
         const inputs = run.resources.get("aad-app")!.inputs;
         expect(inputs.signInAudience).toBe("AzureADMultipleOrgs");
         expect(inputs.web).toEqual({ redirectUris: ["https://contosoapp1/auth"] });
-        expect(inputs.requiredResourceAccesses).toEqual([{
-            resourceAppId: DYNAMICS_CRM_APP_ID,
-            resourceAccesses: [{ id: USER_IMPERSONATION_SCOPE_ID, type: "Scope" }],
-        }]);
+        expect(inputs.requiredResourceAccesses).toEqual([
+            {
+                resourceAppId: DYNAMICS_CRM_APP_ID,
+                resourceAccesses: [{ id: USER_IMPERSONATION_SCOPE_ID, type: "Scope" }],
+            },
+        ]);
     });
 
     it("looks the Dynamics CRM ids up through data sources instead of declaring Microsoft's service principal", () => {
         const tokens = run.calls.map((c) => c.token);
         expect(tokens).toContain("azuread:index/getApplicationPublishedAppIds:getApplicationPublishedAppIds");
-        expect(run.calls.find((c) => c.token === "azuread:index/getServicePrincipal:getServicePrincipal")?.inputs)
-            .toEqual({ clientId: DYNAMICS_CRM_APP_ID });
+        expect(run.calls.find((c) => c.token === "azuread:index/getServicePrincipal:getServicePrincipal")?.inputs).toEqual({
+            clientId: DYNAMICS_CRM_APP_ID,
+        });
         const managedSps = [...run.resources.values()].filter((r) => r.type === "azuread:index/servicePrincipal:ServicePrincipal");
         expect(managedSps.map((r) => r.inputs.clientId)).toEqual(["11111111-2222-4333-8444-555555555555"]);
     });

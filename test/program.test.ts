@@ -32,7 +32,9 @@ describe("the program (index.ts)", () => {
     };
     const dependsOn = (name: string) => {
         const r = byName(name);
-        return [...new Set([...r.dependencies, ...Object.values(r.propertyDependencies).flat()])].map((urn) => urn.split("::").pop()).sort();
+        return [...new Set([...r.dependencies, ...Object.values(r.propertyDependencies).flat()])]
+            .map((urn) => urn.split("::").pop())
+            .sort();
     };
 
     beforeAll(async () => {
@@ -66,14 +68,20 @@ describe("the program (index.ts)", () => {
     });
 
     it("orders the Dataverse steps: user after the service principal, role and privileges after the solution", () => {
-        expect(dependsOn("lead-management-app-user")).toEqual(expect.arrayContaining(["lead-management-aad-sp", "lead-management-aad-app"]));
-        expect(dependsOn("lead-management-role-assignment")).toEqual(expect.arrayContaining(["lead-management-app-user", "lead-management-solution"]));
+        expect(dependsOn("lead-management-app-user")).toEqual(
+            expect.arrayContaining(["lead-management-aad-sp", "lead-management-aad-app"]),
+        );
+        expect(dependsOn("lead-management-role-assignment")).toEqual(
+            expect.arrayContaining(["lead-management-app-user", "lead-management-solution"]),
+        );
         expect(dependsOn("lead-management-role-privileges")).toEqual(["lead-management-solution"]);
     });
 
     it("passes the Dataverse providers only non-sensitive inputs", () => {
         expect(byName("lead-management-app-user").inputs).toMatchObject({
-            instanceUrl: "https://contoso.crm.dynamics.com", applicationId: "11111111-2222-4333-8444-555555555555", businessUnitId: "",
+            instanceUrl: "https://contoso.crm.dynamics.com",
+            applicationId: "11111111-2222-4333-8444-555555555555",
+            businessUnitId: "",
         });
         expect(byName("lead-management-role-privileges").inputs.privileges).toEqual([...GUIDE_ROLE_PRIVILEGES]);
         for (const r of report.registrations.filter((x) => x.type.startsWith("pulumi-nodejs:dynamic"))) {
@@ -90,8 +98,9 @@ describe("the program (index.ts)", () => {
     });
 
     it("stops before declaring anything when the config is invalid, naming the key", async () => {
-        await expect(loadProgram({ instanceUrl: "https://contoso.crm.dynamics.com", contactEmails: "not-an-address" }))
-            .rejects.toThrow(/lead-management:contactEmails: has invalid address\(es\) "not-an-address"/);
+        await expect(loadProgram({ instanceUrl: "https://contoso.crm.dynamics.com", contactEmails: "not-an-address" })).rejects.toThrow(
+            /lead-management:contactEmails: has invalid address\(es\) "not-an-address"/,
+        );
         await new Promise((r) => setTimeout(r, 100));
         expect(mocks.resources.size).toBe(0);
     });
@@ -99,8 +108,7 @@ describe("the program (index.ts)", () => {
 
 describe("Pulumi.yaml", () => {
     const yaml = fs.readFileSync(path.join(__dirname, "..", "Pulumi.yaml"), "utf8");
-    const declared = [...yaml.split(/^config:\n/m)[1].matchAll(/^ {2}(\w+):\n((?: {4}.*\n?)*)/gm)]
-        .map((m) => ({ key: m[1], body: m[2] }));
+    const declared = [...yaml.split(/^config:\n/m)[1].matchAll(/^ {2}(\w+):\n((?: {4}.*\n?)*)/gm)].map((m) => ({ key: m[1], body: m[2] }));
 
     it("declares exactly the keys the program reads, each with a type and a description", () => {
         expect(declared.map((d) => d.key).sort()).toEqual([...CONFIG_KEYS].sort());

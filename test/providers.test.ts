@@ -5,7 +5,15 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { createInitialState, Emulator, LEAD_WRITER_ROLE_NAME, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT_BUSINESS_UNIT_ID, CHILD_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import {
+    createInitialState,
+    Emulator,
+    LEAD_WRITER_ROLE_NAME,
+    LEAD_WRITER_SOLUTION_UNIQUE_NAME,
+    ROOT_BUSINESS_UNIT_ID,
+    CHILD_BUSINESS_UNIT_ID,
+    startEmulator,
+} from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
@@ -27,7 +35,9 @@ function engineFor(type: string): EngineSimulator {
 
 /** Requests that changed something, since a mark in the request log. */
 function writesSince(mark: number) {
-    return emulator.requests.slice(mark).filter((r) => r.method !== "GET")
+    return emulator.requests
+        .slice(mark)
+        .filter((r) => r.method !== "GET")
         .map((r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")}`);
 }
 
@@ -86,14 +96,24 @@ it("serializes one provider per Dataverse resource, loading packages by name", (
 });
 
 describe("Solution", () => {
-    const inputs = (source: string, extra: Record<string, unknown> = {}) =>
-        ({ instanceUrl: INSTANCE, source, importTimeoutMinutes: 1, retainOnDelete: false, ...extra });
+    const inputs = (source: string, extra: Record<string, unknown> = {}) => ({
+        instanceUrl: INSTANCE,
+        source,
+        importTimeoutMinutes: 1,
+        retainOnDelete: false,
+        ...extra,
+    });
 
     it("imports the package, then a re-run makes no write, and destroy uninstalls it", async () => {
         const engine = engineFor("Solution");
         const { op, state } = await engine.up(inputs(zips.v1));
         expect(op).toBe("create");
-        expect(state.outputs).toMatchObject({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", installedVersion: "1.0.0.0", adopted: false });
+        expect(state.outputs).toMatchObject({
+            uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME,
+            version: "1.0.0.0",
+            installedVersion: "1.0.0.0",
+            adopted: false,
+        });
         expect(emulator.state.solutions.map((s) => [s.uniquename, s.version])).toEqual([[LEAD_WRITER_SOLUTION_UNIQUE_NAME, "1.0.0.0"]]);
         expect(leadWriterRole()).toBeDefined();
         expect(writesSince(0)).toEqual(["POST ImportSolutionAsync"]);
@@ -118,7 +138,9 @@ describe("Solution", () => {
         expect(emulator.state.solutions[0].version).toBe("1.0.0.1");
 
         const mark = emulator.requests.length;
-        await expect(engine.preview(inputs(zips.v0_9), upgraded.state)).rejects.toThrow(/1\.0\.0\.1 is installed; the package at .* is the older 0\.9\.0\.0/);
+        await expect(engine.preview(inputs(zips.v0_9), upgraded.state)).rejects.toThrow(
+            /1\.0\.0\.1 is installed; the package at .* is the older 0\.9\.0\.0/,
+        );
         expect(writesSince(mark)).toEqual([]);
     });
 
@@ -136,7 +158,9 @@ describe("Solution", () => {
     });
 
     it("rejects a missing package in check, naming the field", async () => {
-        await expect(engineFor("Solution").up(inputs("/nonexistent/lead-writer.zip"))).rejects.toThrow(/check failed: source: .*no such file/i);
+        await expect(engineFor("Solution").up(inputs("/nonexistent/lead-writer.zip"))).rejects.toThrow(
+            /check failed: source: .*no such file/i,
+        );
         expect(emulator.requests).toHaveLength(0);
     });
 });
@@ -152,7 +176,11 @@ describe("ApplicationUser", () => {
         expect(users).toHaveLength(1);
         expect(users[0]).toMatchObject({ accessmode: 4, businessunitid: ROOT_BUSINESS_UNIT_ID, isdisabled: false });
         expect(state.id).toBe(users[0].systemuserid);
-        expect(state.outputs).toMatchObject({ systemUserId: users[0].systemuserid, resolvedBusinessUnitId: ROOT_BUSINESS_UNIT_ID, isDisabled: false });
+        expect(state.outputs).toMatchObject({
+            systemUserId: users[0].systemuserid,
+            resolvedBusinessUnitId: ROOT_BUSINESS_UNIT_ID,
+            isDisabled: false,
+        });
         expect(writesSince(0)).toEqual(["POST systemusers"]);
 
         const mark = emulator.requests.length;
@@ -225,7 +253,9 @@ describe("ApplicationUser", () => {
         emulator.registerApplication(APP_ID, { visibleAfter: 1 });
         const { state } = await engineFor("ApplicationUser").up(inputs());
         expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
-        expect(host.output).toMatch(/info: .*Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/);
+        expect(host.output).toMatch(
+            /info: .*Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/,
+        );
     }, 30_000);
 
     it("replaces the user when the client id changes, and deletes before replacing when the business unit changes", async () => {
@@ -244,7 +274,10 @@ describe("ApplicationUser", () => {
         expect(emulator.state.systemUsers.filter((u) => u.applicationid === APP_ID)).toEqual([]);
         await expect(engine.destroy(state)).resolves.toBeUndefined();
         expect(writesSince(0)).toEqual([
-            "POST systemusers", "PATCH systemusers(" + state.id + ")", "DELETE systemusers(" + state.id + ")", "DELETE systemusers(" + state.id + ")",
+            "POST systemusers",
+            "PATCH systemusers(" + state.id + ")",
+            "DELETE systemusers(" + state.id + ")",
+            "DELETE systemusers(" + state.id + ")",
         ]);
     });
 
@@ -252,8 +285,16 @@ describe("ApplicationUser", () => {
         const engine = engineFor("ApplicationUser");
         const { state } = await engine.up(inputs());
         emulator.state.leads.push({
-            leadid: "9d3f0c51-0000-4000-8000-000000000001", subject: "MSFT_TEST", lastname: "Test", firstname: null,
-            emailaddress1: null, companyname: null, leadsourcecode: 8, description: null, ownerid: state.id, createdon: new Date().toISOString(),
+            leadid: "9d3f0c51-0000-4000-8000-000000000001",
+            subject: "MSFT_TEST",
+            lastname: "Test",
+            firstname: null,
+            emailaddress1: null,
+            companyname: null,
+            leadsourcecode: 8,
+            description: null,
+            ownerid: state.id,
+            createdon: new Date().toISOString(),
         });
         await engine.destroy(state);
         const row = emulator.state.systemUsers.find((u) => u.systemuserid === state.id);
@@ -263,39 +304,100 @@ describe("ApplicationUser", () => {
 
     it("rejects a client id that is not a GUID before any call", async () => {
         const mark = emulator.requests.length;
-        await expect(engineFor("ApplicationUser").up(inputs("my-app"))).rejects.toThrow(/check failed: applicationId: "my-app" is not a GUID/);
+        await expect(engineFor("ApplicationUser").up(inputs("my-app"))).rejects.toThrow(
+            /check failed: applicationId: "my-app" is not a GUID/,
+        );
         expect(emulator.requests.length).toBe(mark);
     });
 });
 
 describe("diff", () => {
-    const solution = { instanceUrl: INSTANCE, source: "s.zip", importTimeoutMinutes: 30, retainOnDelete: false, uniqueName: "Lead", version: "1.0.0.0", managed: true, sha256: "a" };
+    const solution = {
+        instanceUrl: INSTANCE,
+        source: "s.zip",
+        importTimeoutMinutes: 30,
+        retainOnDelete: false,
+        uniqueName: "Lead",
+        version: "1.0.0.0",
+        managed: true,
+        sha256: "a",
+    };
     const user = { instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
     const link = { instanceUrl: INSTANCE, systemUserId: APP_ID, roleName: LEAD_WRITER_ROLE_NAME };
-    const grants = { instanceUrl: INSTANCE, roleName: LEAD_WRITER_ROLE_NAME, privileges: [...GUIDE_ROLE_PRIVILEGES], solutionVersion: "1.0.0.0" };
+    const grants = {
+        instanceUrl: INSTANCE,
+        roleName: LEAD_WRITER_ROLE_NAME,
+        privileges: [...GUIDE_ROLE_PRIVILEGES],
+        solutionVersion: "1.0.0.0",
+    };
     const current = Object.fromEntries(GUIDE_ROLE_PRIVILEGES.map((g) => [g.name, g.depth]));
-    const cases: [string, Record<string, unknown>, Record<string, unknown>, { changes: boolean; replaces: string[]; deleteBeforeReplace?: boolean }][] = [
+    const cases: [
+        string,
+        Record<string, unknown>,
+        Record<string, unknown>,
+        { changes: boolean; replaces: string[]; deleteBeforeReplace?: boolean },
+    ][] = [
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, solution, { changes: false, replaces: [] }],
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, version: "1.0.0.1" }, { changes: true, replaces: [] }],
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, retainOnDelete: true }, { changes: true, replaces: [] }],
-        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, instanceUrl: "https://fabrikam.crm.dynamics.com" }, { changes: true, replaces: ["instanceUrl"] }],
-        ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, uniqueName: "Other" }, { changes: true, replaces: ["uniqueName"] }],
+        [
+            "Solution",
+            { ...solution, installedVersion: "1.0.0.0" },
+            { ...solution, instanceUrl: "https://fabrikam.crm.dynamics.com" },
+            { changes: true, replaces: ["instanceUrl"] },
+        ],
+        [
+            "Solution",
+            { ...solution, installedVersion: "1.0.0.0" },
+            { ...solution, uniqueName: "Other" },
+            { changes: true, replaces: ["uniqueName"] },
+        ],
         ["ApplicationUser", { ...user, isDisabled: false }, user, { changes: false, replaces: [], deleteBeforeReplace: false }],
         ["ApplicationUser", { ...user, isDisabled: true }, user, { changes: true, replaces: [], deleteBeforeReplace: false }],
-        ["ApplicationUser", { ...user, isDisabled: false }, { ...user, applicationId: OTHER_APP_ID }, { changes: true, replaces: ["applicationId"], deleteBeforeReplace: false }],
-        ["ApplicationUser", { ...user, isDisabled: false }, { ...user, businessUnitId: CHILD_BUSINESS_UNIT_ID }, { changes: true, replaces: ["businessUnitId"], deleteBeforeReplace: true }],
+        [
+            "ApplicationUser",
+            { ...user, isDisabled: false },
+            { ...user, applicationId: OTHER_APP_ID },
+            { changes: true, replaces: ["applicationId"], deleteBeforeReplace: false },
+        ],
+        [
+            "ApplicationUser",
+            { ...user, isDisabled: false },
+            { ...user, businessUnitId: CHILD_BUSINESS_UNIT_ID },
+            { changes: true, replaces: ["businessUnitId"], deleteBeforeReplace: true },
+        ],
         ["RoleAssignment", link, link, { changes: false, replaces: [] }],
         ["RoleAssignment", link, { ...link, roleName: "Other" }, { changes: true, replaces: ["roleName"] }],
         ["RoleAssignment", link, { ...link, systemUserId: OTHER_APP_ID }, { changes: true, replaces: ["systemUserId"] }],
         ["RolePrivileges", { ...grants, currentDepths: current }, grants, { changes: false, replaces: [] }],
-        ["RolePrivileges", { ...grants, currentDepths: { ...current, prvReadAsyncOperation: "Deep" } }, grants, { changes: true, replaces: [] }],
-        ["RolePrivileges", { ...grants, currentDepths: current }, { ...grants, solutionVersion: "1.0.0.1" }, { changes: true, replaces: [] }],
-        ["RolePrivileges", { ...grants, currentDepths: current }, { ...grants, roleName: "Other" }, { changes: true, replaces: ["roleName"] }],
+        [
+            "RolePrivileges",
+            { ...grants, currentDepths: { ...current, prvReadAsyncOperation: "Deep" } },
+            grants,
+            { changes: true, replaces: [] },
+        ],
+        [
+            "RolePrivileges",
+            { ...grants, currentDepths: current },
+            { ...grants, solutionVersion: "1.0.0.1" },
+            { changes: true, replaces: [] },
+        ],
+        [
+            "RolePrivileges",
+            { ...grants, currentDepths: current },
+            { ...grants, roleName: "Other" },
+            { changes: true, replaces: ["roleName"] },
+        ],
     ];
 
     const label = ([type, olds, news, expected]: (typeof cases)[number]) => {
         const changed = Object.keys(news).filter((k) => JSON.stringify(olds[k]) !== JSON.stringify(news[k]));
-        const drift = "isDisabled" in olds && olds.isDisabled ? ["disabled in Dataverse"] : "currentDepths" in olds && JSON.stringify(olds.currentDepths) !== JSON.stringify(current) ? ["privilege lowered in Dataverse"] : [];
+        const drift =
+            "isDisabled" in olds && olds.isDisabled
+                ? ["disabled in Dataverse"]
+                : "currentDepths" in olds && JSON.stringify(olds.currentDepths) !== JSON.stringify(current)
+                  ? ["privilege lowered in Dataverse"]
+                  : [];
         return `${type}: ${[...changed, ...drift].join(", ") || "nothing changed"} → ${expected.replaces.length ? `replace (${expected.replaces})` : expected.changes ? "update" : "no change"}`;
     };
 
@@ -316,7 +418,12 @@ describe("RoleAssignment and RolePrivileges", () => {
     }, 30_000);
 
     const assignment = () => ({ instanceUrl: INSTANCE, systemUserId: user.id, roleName: LEAD_WRITER_ROLE_NAME });
-    const privileges = (grants = GUIDE_ROLE_PRIVILEGES) => ({ instanceUrl: INSTANCE, roleName: LEAD_WRITER_ROLE_NAME, privileges: grants, solutionVersion: "1.0.0.0" });
+    const privileges = (grants = GUIDE_ROLE_PRIVILEGES) => ({
+        instanceUrl: INSTANCE,
+        roleName: LEAD_WRITER_ROLE_NAME,
+        privileges: grants,
+        solutionVersion: "1.0.0.0",
+    });
     const links = () => emulator.state.userRoles.filter((l) => l.systemuserid === user.id).map((l) => l.roleid);
 
     it("assigns the role, re-adds a link someone removed, and unlinks on destroy", async () => {
@@ -341,15 +448,18 @@ describe("RoleAssignment and RolePrivileges", () => {
 
     it("assigns the copy of the role in the user's own business unit", async () => {
         await engineFor("ApplicationUser").destroy(user);
-        user = (await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: CHILD_BUSINESS_UNIT_ID })).state;
+        user = (
+            await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: CHILD_BUSINESS_UNIT_ID })
+        ).state;
         const { state } = await engineFor("RoleAssignment").up(assignment());
         expect(links()).toEqual([leadWriterRole(CHILD_BUSINESS_UNIT_ID)!.roleid]);
         expect(state.outputs.businessUnitId).toBe(CHILD_BUSINESS_UNIT_ID);
     });
 
     it("explains a missing role instead of failing obscurely", async () => {
-        await expect(engineFor("RoleAssignment").up({ ...assignment(), roleName: "Lead Writer (typo)" }))
-            .rejects.toThrow(/The security role "Lead Writer \(typo\)" does not exist in business unit .* Is the Marketplace Lead Writer solution installed/);
+        await expect(engineFor("RoleAssignment").up({ ...assignment(), roleName: "Lead Writer (typo)" })).rejects.toThrow(
+            /The security role "Lead Writer \(typo\)" does not exist in business unit .* Is the Marketplace Lead Writer solution installed/,
+        );
     });
 
     it("grants the guide's privileges at their depths, and a re-run writes nothing", async () => {
@@ -406,8 +516,12 @@ describe("RoleAssignment and RolePrivileges", () => {
     it("refuses an unknown privilege or a depth it cannot take before writing", async () => {
         const engine = engineFor("RolePrivileges");
         const mark = emulator.requests.length;
-        await expect(engine.up(privileges([{ name: "prvDoesNotExist", depth: "Basic" }]))).rejects.toThrow(/No such privilege on .*: prvDoesNotExist/);
-        await expect(engine.up(privileges([{ name: "prvReadUserEntityUISettings", depth: "Global" }]))).rejects.toThrow(/prvReadUserEntityUISettings cannot be granted at Global depth/);
+        await expect(engine.up(privileges([{ name: "prvDoesNotExist", depth: "Basic" }]))).rejects.toThrow(
+            /No such privilege on .*: prvDoesNotExist/,
+        );
+        await expect(engine.up(privileges([{ name: "prvReadUserEntityUISettings", depth: "Global" }]))).rejects.toThrow(
+            /prvReadUserEntityUISettings cannot be granted at Global depth/,
+        );
         expect(writesSince(mark)).toEqual([]);
     });
 });

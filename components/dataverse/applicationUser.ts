@@ -46,7 +46,10 @@ async function purge(client: DataverseClient, row: SystemUserRow): Promise<void>
     try {
         await ignoreNotFound(client.remove("systemusers", row.systemuserid));
     } catch (err) {
-        throw new Error(`A deleted application user (${row.systemuserid}) for app ${row.applicationid} still exists and could not be removed: ${(err as Error).message}. Reassign the records it owns, or restore it in the Power Platform admin center, then run 'pulumi up' again.`, { cause: err });
+        throw new Error(
+            `A deleted application user (${row.systemuserid}) for app ${row.applicationid} still exists and could not be removed: ${(err as Error).message}. Reassign the records it owns, or restore it in the Power Platform admin center, then run 'pulumi up' again.`,
+            { cause: err },
+        );
     }
 }
 
@@ -65,11 +68,16 @@ async function createUser(client: DataverseClient, applicationId: string, busine
             const missingApp = err instanceof DataverseError && err.hasCode(ErrorCodes.azureApplicationIdNotFound);
             if (!missingApp || attempt >= SERVICE_PRINCIPAL_WAIT.attempts) {
                 if (missingApp) {
-                    throw new Error(`Dataverse still does not see the service principal of app ${applicationId} after ${attempt} attempts. Check that it exists in the instance's tenant, then run 'pulumi up' again. (${(err as Error).message})`, { cause: err });
+                    throw new Error(
+                        `Dataverse still does not see the service principal of app ${applicationId} after ${attempt} attempts. Check that it exists in the instance's tenant, then run 'pulumi up' again. (${(err as Error).message})`,
+                        { cause: err },
+                    );
                 }
                 throw err;
             }
-            progress(`Waiting ${Math.round(delay / 1000)} s for the service principal of app ${applicationId} to reach Dataverse (attempt ${attempt} of ${SERVICE_PRINCIPAL_WAIT.attempts}).`);
+            progress(
+                `Waiting ${Math.round(delay / 1000)} s for the service principal of app ${applicationId} to reach Dataverse (attempt ${attempt} of ${SERVICE_PRINCIPAL_WAIT.attempts}).`,
+            );
             await sleep(delay);
             delay = Math.min(delay * 2, SERVICE_PRINCIPAL_WAIT.maxDelayMs);
         }
@@ -82,13 +90,15 @@ async function createUser(client: DataverseClient, applicationId: string, busine
  */
 async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUserOutputs> {
     const client = sharedClient(inputs.instanceUrl);
-    const businessUnitId = inputs.businessUnitId || await rootBusinessUnitId(client);
+    const businessUnitId = inputs.businessUnitId || (await rootBusinessUnitId(client));
     for (let round = 1; ; round++) {
         const rows = await usersFor(client, inputs.applicationId);
         const active = rows.find((r) => !isSoftDeleted(r));
         if (active) {
             if (active._businessunitid_value.toLowerCase() !== businessUnitId.toLowerCase()) {
-                throw new Error(`The application user for app ${inputs.applicationId} already exists in business unit ${active._businessunitid_value}, not ${businessUnitId}. Move it in the Power Platform admin center or set businessUnitId to ${active._businessunitid_value}.`);
+                throw new Error(
+                    `The application user for app ${inputs.applicationId} already exists in business unit ${active._businessunitid_value}, not ${businessUnitId}. Move it in the Power Platform admin center or set businessUnitId to ${active._businessunitid_value}.`,
+                );
             }
             if (active.isdisabled) {
                 await client.update("systemusers", active.systemuserid, { isdisabled: false });
@@ -96,7 +106,9 @@ async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUse
             return { ...inputs, systemUserId: active.systemuserid, resolvedBusinessUnitId: businessUnitId, isDisabled: false };
         }
         if (round > 3) {
-            throw new Error(`Could not create the application user for app ${inputs.applicationId}: Dataverse neither accepts it nor lists it.`);
+            throw new Error(
+                `Could not create the application user for app ${inputs.applicationId}: Dataverse neither accepts it nor lists it.`,
+            );
         }
         for (const leftover of rows.filter(isSoftDeleted)) {
             await purge(client, leftover);
@@ -122,8 +134,9 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async diff(_id: string, olds: ApplicationUserOutputs, news: ApplicationUserInputs) {
-        const replaces = (["instanceUrl", "applicationId", "businessUnitId"] as const)
-            .filter((k) => (olds[k] ?? "").toLowerCase() !== (news[k] ?? "").toLowerCase());
+        const replaces = (["instanceUrl", "applicationId", "businessUnitId"] as const).filter(
+            (k) => (olds[k] ?? "").toLowerCase() !== (news[k] ?? "").toLowerCase(),
+        );
         // A user someone disabled is drift: the update enables it again.
         // Dataverse allows one user per app and instance: moving it to another business unit must delete first.
         const sameUser = olds.applicationId === news.applicationId && olds.instanceUrl === news.instanceUrl;
@@ -162,7 +175,7 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
         if (!row.isdisabled && !isSoftDeleted(row)) {
             await client.update("systemusers", id, { isdisabled: true });
         }
-        if (!isSoftDeleted(row) && await ignoreNotFound(client.remove("systemusers", id).then(() => true)) === undefined) {
+        if (!isSoftDeleted(row) && (await ignoreNotFound(client.remove("systemusers", id).then(() => true))) === undefined) {
             return;
         }
         try {
@@ -191,10 +204,19 @@ export class ApplicationUser extends pulumi.dynamic.Resource {
     declare readonly isDisabled: pulumi.Output<boolean>;
 
     constructor(name: string, args: ApplicationUserArgs, opts?: pulumi.CustomResourceOptions) {
-        super(applicationUserProvider, name, {
-            systemUserId: undefined, resolvedBusinessUnitId: undefined, isDisabled: undefined,
-            businessUnitId: "",
-            ...args,
-        }, opts, "dataverse", "ApplicationUser");
+        super(
+            applicationUserProvider,
+            name,
+            {
+                systemUserId: undefined,
+                resolvedBusinessUnitId: undefined,
+                isDisabled: undefined,
+                businessUnitId: "",
+                ...args,
+            },
+            opts,
+            "dataverse",
+            "ApplicationUser",
+        );
     }
 }

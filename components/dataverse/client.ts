@@ -152,7 +152,15 @@ export function parseRetryAfter(header: string | undefined, now = Date.now()): n
 // Arrays, not Sets: closure serialization stores a Set as a plain object, and `has` then fails in the engine.
 const RETRYABLE_STATUS: readonly number[] = [429, 502, 503, 504];
 // Transport failures worth another try; ECONNREFUSED alone proves the request never reached the service.
-const RETRYABLE_TRANSPORT: readonly string[] = ["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "ECONNABORTED", "EPIPE", "EAI_AGAIN", "ERR_SOCKET_CONNECTION_TIMEOUT"];
+const RETRYABLE_TRANSPORT: readonly string[] = [
+    "ECONNRESET",
+    "ECONNREFUSED",
+    "ETIMEDOUT",
+    "ECONNABORTED",
+    "EPIPE",
+    "EAI_AGAIN",
+    "ERR_SOCKET_CONNECTION_TIMEOUT",
+];
 const NEVER_SENT: readonly string[] = ["ECONNREFUSED", "EAI_AGAIN"];
 
 /** Caps requests in flight; waiters are served in arrival order. */
@@ -189,8 +197,13 @@ export function sleep(ms: number): Promise<void> {
 /** Downloads a file over https (the managed solution package), with the same bounded retries on transient failures. */
 export async function downloadFile(url: string, timeoutMs = 120_000): Promise<Buffer> {
     for (let attempt = 1; ; attempt++) {
-        const response = await axios.get<ArrayBuffer>(url, { responseType: "arraybuffer", timeout: timeoutMs, validateStatus: () => true })
-            .catch((err: { code?: string; message: string }) => ({ status: 0, statusText: `${err.code ?? ""} ${err.message}`, data: undefined }));
+        const response = await axios
+            .get<ArrayBuffer>(url, { responseType: "arraybuffer", timeout: timeoutMs, validateStatus: () => true })
+            .catch((err: { code?: string; message: string }) => ({
+                status: 0,
+                statusText: `${err.code ?? ""} ${err.message}`,
+                data: undefined,
+            }));
         if (response.status === 200 && response.data) {
             return Buffer.from(response.data);
         }
@@ -209,7 +222,12 @@ function errorFromResponse(method: string, path: string, response: AxiosResponse
     const requestId = response.headers["x-ms-service-request-id"] as string | undefined;
     return new DataverseError(
         `Dataverse ${method} ${path} failed: ${response.status}${code ? ` ${code}` : ""} ${detail}${requestId ? ` (request id ${requestId})` : ""}`,
-        response.status, code, method, path, requestId);
+        response.status,
+        code,
+        method,
+        path,
+        requestId,
+    );
 }
 
 /** A Dataverse Web API client for one instance. */
@@ -253,7 +271,9 @@ export class DataverseClient {
             return this.cachedToken.token;
         }
         // Requests that start together share one fetch instead of each starting a credential flow.
-        this.pendingToken ??= this.fetchToken().finally(() => { this.pendingToken = undefined; });
+        this.pendingToken ??= this.fetchToken().finally(() => {
+            this.pendingToken = undefined;
+        });
         return (await this.pendingToken).token;
     }
 
@@ -264,7 +284,11 @@ export class DataverseClient {
         } catch (err) {
             throw new DataverseError(
                 `Could not get a token for ${this.instanceUrl}: ${(err as Error).message}. Sign in with 'az login' or configure workload identity.`,
-                0, "CredentialUnavailable", "TOKEN", "");
+                0,
+                "CredentialUnavailable",
+                "TOKEN",
+                "",
+            );
         }
         if (!token) {
             throw new DataverseError(`The credential returned no token for ${this.instanceUrl}`, 0, "CredentialUnavailable", "TOKEN", "");
@@ -274,7 +298,11 @@ export class DataverseClient {
     }
 
     /** One Web API request with authentication, throttling, retries and OData error decoding. */
-    async request<T>(method: "GET" | "POST" | "PATCH" | "DELETE", path: string, options: RequestOptions = {}): Promise<DataverseResponse<T>> {
+    async request<T>(
+        method: "GET" | "POST" | "PATCH" | "DELETE",
+        path: string,
+        options: RequestOptions = {},
+    ): Promise<DataverseResponse<T>> {
         const started = Date.now();
         const replayable = method !== "POST" || options.idempotent === true;
         let refreshedToken = false;
@@ -282,18 +310,20 @@ export class DataverseClient {
             let failure: DataverseError;
             let retryAfterMs: number | undefined;
             try {
-                const response = await this.gate.run(async () => this.http.request({
-                    method,
-                    url: path,
-                    params: options.query,
-                    data: options.body,
-                    timeout: options.timeoutMs,
-                    headers: {
-                        Authorization: `Bearer ${await this.token()}`,
-                        ...(options.body !== undefined ? { "Content-Type": "application/json" } : {}),
-                        ...(options.returnRepresentation ? { Prefer: "return=representation" } : {}),
-                    },
-                }));
+                const response = await this.gate.run(async () =>
+                    this.http.request({
+                        method,
+                        url: path,
+                        params: options.query,
+                        data: options.body,
+                        timeout: options.timeoutMs,
+                        headers: {
+                            Authorization: `Bearer ${await this.token()}`,
+                            ...(options.body !== undefined ? { "Content-Type": "application/json" } : {}),
+                            ...(options.returnRepresentation ? { Prefer: "return=representation" } : {}),
+                        },
+                    }),
+                );
                 if (response.status < 300) {
                     return {
                         status: response.status,
@@ -319,7 +349,13 @@ export class DataverseClient {
                 const sent = !NEVER_SENT.includes(code);
                 failure = new DataverseError(
                     `Dataverse ${method} ${path} failed: ${code || "network error"} ${(err as Error).message}`,
-                    0, code, method, path, undefined, !replayable && sent);
+                    0,
+                    code,
+                    method,
+                    path,
+                    undefined,
+                    !replayable && sent,
+                );
                 if (!RETRYABLE_TRANSPORT.includes(code) || (!replayable && sent)) {
                     throw failure;
                 }
@@ -356,7 +392,13 @@ export class DataverseClient {
     async create(entitySet: string, record: Record<string, unknown>): Promise<string> {
         const response = await this.request<Record<string, unknown>>("POST", entitySet, { body: record });
         if (!response.entityId) {
-            throw new DataverseError(`Dataverse POST ${entitySet} answered without an OData-EntityId header`, response.status, "", "POST", entitySet);
+            throw new DataverseError(
+                `Dataverse POST ${entitySet} answered without an OData-EntityId header`,
+                response.status,
+                "",
+                "POST",
+                entitySet,
+            );
         }
         return response.entityId;
     }
@@ -389,8 +431,15 @@ export class DataverseClient {
     }
 
     /** A bound action, `POST <set>(<id>)/Microsoft.Dynamics.CRM.<action>`. */
-    async boundAction<T>(entitySet: string, id: string, action: string, body: unknown, options: Omit<RequestOptions, "body"> = {}): Promise<T> {
-        return (await this.request<T>("POST", `${entitySet}(${odataGuid(id)})/Microsoft.Dynamics.CRM.${action}`, { ...options, body })).data;
+    async boundAction<T>(
+        entitySet: string,
+        id: string,
+        action: string,
+        body: unknown,
+        options: Omit<RequestOptions, "body"> = {},
+    ): Promise<T> {
+        return (await this.request<T>("POST", `${entitySet}(${odataGuid(id)})/Microsoft.Dynamics.CRM.${action}`, { ...options, body }))
+            .data;
     }
 
     /** An unbound action, `POST <action>`. */
@@ -400,7 +449,9 @@ export class DataverseClient {
 
     /** An unbound function with inline parameters, `GET <function>(Name=value,…)`; values already OData literals. */
     async callFunction<T>(name: string, parameters: Record<string, string> = {}): Promise<T> {
-        const args = Object.entries(parameters).map(([k, v]) => `${k}=${v}`).join(",");
+        const args = Object.entries(parameters)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(",");
         return this.get<T>(`${name}(${args})`);
     }
 }
@@ -410,7 +461,10 @@ export class DataverseClient {
  * another origin (the `/api/data/v9.2/` path stays) and `DATAVERSE_TOKEN` replaces the credential chain with a
  * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI).
  */
-export function clientFromEnvironment(instanceUrl: string, options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {}): DataverseClient {
+export function clientFromEnvironment(
+    instanceUrl: string,
+    options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {},
+): DataverseClient {
     const endpoint = process.env.DATAVERSE_ENDPOINT?.trim() || undefined;
     const token = process.env.DATAVERSE_TOKEN?.trim() || undefined;
     return new DataverseClient({

@@ -26,7 +26,9 @@ export function validateField(failures: CheckFailure[], property: string, value:
 }
 
 /** Field validators for `validateField`. */
-export const mustBeInstanceUrl = (v: unknown): void => { normaliseInstanceUrl(String(v)); };
+export const mustBeInstanceUrl = (v: unknown): void => {
+    normaliseInstanceUrl(String(v));
+};
 export const mustBeGuid = (v: unknown): void => {
     if (typeof v !== "string" || !isGuid(v)) throw new Error(`"${String(v)}" is not a GUID`);
 };

@@ -55,8 +55,9 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async delete(_id: string, props: RoleAssignmentOutputs) {
-        await ignoreNotFound(sharedClient(props.instanceUrl)
-            .disassociate("systemusers", props.systemUserId, "systemuserroles_association", props.roleId));
+        await ignoreNotFound(
+            sharedClient(props.instanceUrl).disassociate("systemusers", props.systemUserId, "systemuserroles_association", props.roleId),
+        );
     },
 };
 

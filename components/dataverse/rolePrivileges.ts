@@ -44,10 +44,13 @@ const rank = (depth: PrivilegeDepth | null | undefined) => (depth ? depthRank(de
 
 /** Privilege rows by name, refusing names that do not exist and depths they cannot take before any write. */
 async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[]): Promise<Map<string, PrivilegeRow>> {
-    const rows = grants.length === 0 ? [] : await client.list<PrivilegeRow>("privileges", {
-        $select: "privilegeid,name,canbebasic,canbelocal,canbedeep,canbeglobal",
-        $filter: grants.map((g) => `name eq ${odataString(g.name)}`).join(" or "),
-    });
+    const rows =
+        grants.length === 0
+            ? []
+            : await client.list<PrivilegeRow>("privileges", {
+                  $select: "privilegeid,name,canbebasic,canbelocal,canbedeep,canbeglobal",
+                  $filter: grants.map((g) => `name eq ${odataString(g.name)}`).join(" or "),
+              });
     const byName = new Map(rows.map((r) => [r.name.toLowerCase(), r]));
     const missing = grants.filter((g) => !byName.has(g.name.toLowerCase())).map((g) => g.name);
     if (missing.length > 0) {
@@ -64,29 +67,55 @@ async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[
 }
 
 async function readDepths(client: DataverseClient, roleId: string): Promise<Map<string, RolePrivilege>> {
-    const result = await client.callFunction<{ RolePrivileges: RolePrivilege[] }>("RetrieveRolePrivilegesRole", { RoleId: odataGuid(roleId) });
+    const result = await client.callFunction<{ RolePrivileges: RolePrivilege[] }>("RetrieveRolePrivilegesRole", {
+        RoleId: odataGuid(roleId),
+    });
     return new Map(result.RolePrivileges.map((p) => [p.PrivilegeId.toLowerCase(), p]));
 }
 
 function depthsOf(names: string[], privileges: Map<string, PrivilegeRow>, held: Map<string, RolePrivilege>): DepthsByName {
-    return Object.fromEntries(names.map((name) => {
-        const row = privileges.get(name.toLowerCase());
-        return [name, (row && held.get(row.privilegeid.toLowerCase())?.Depth) ?? null];
-    }));
+    return Object.fromEntries(
+        names.map((name) => {
+            const row = privileges.get(name.toLowerCase());
+            return [name, (row && held.get(row.privilegeid.toLowerCase())?.Depth) ?? null];
+        }),
+    );
 }
 
 /** Sets privileges to exactly the given depths: removes, or lowers by removing and adding again. */
-async function restore(client: DataverseClient, roleId: string, businessUnitId: string, targets: { row: PrivilegeRow; depth: PrivilegeDepth | null }[]): Promise<void> {
+async function restore(
+    client: DataverseClient,
+    roleId: string,
+    businessUnitId: string,
+    targets: { row: PrivilegeRow; depth: PrivilegeDepth | null }[],
+): Promise<void> {
     for (const { row } of targets) {
-        await client.boundAction("roles", roleId, "RemovePrivilegeRole", {
-            Privilege: { "@odata.type": "Microsoft.Dynamics.CRM.privilege", privilegeid: row.privilegeid },
-        }, { idempotent: true });
+        await client.boundAction(
+            "roles",
+            roleId,
+            "RemovePrivilegeRole",
+            {
+                Privilege: { "@odata.type": "Microsoft.Dynamics.CRM.privilege", privilegeid: row.privilegeid },
+            },
+            { idempotent: true },
+        );
     }
     const readd = targets.filter((t) => t.depth !== null);
     if (readd.length > 0) {
-        await client.boundAction("roles", roleId, "AddPrivilegesRole", {
-            Privileges: readd.map((t) => ({ Depth: t.depth, PrivilegeId: t.row.privilegeid, BusinessUnitId: businessUnitId, PrivilegeName: t.row.name })),
-        }, { idempotent: true });
+        await client.boundAction(
+            "roles",
+            roleId,
+            "AddPrivilegesRole",
+            {
+                Privileges: readd.map((t) => ({
+                    Depth: t.depth,
+                    PrivilegeId: t.row.privilegeid,
+                    BusinessUnitId: businessUnitId,
+                    PrivilegeName: t.row.name,
+                })),
+            },
+            { idempotent: true },
+        );
     }
 }
 
@@ -105,31 +134,56 @@ async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs)
     const sameRole = olds?.roleId === role.roleid;
 
     const previousDepths: DepthsByName = {};
-    const current = depthsOf(inputs.privileges.map((g) => g.name), privileges, held);
+    const current = depthsOf(
+        inputs.privileges.map((g) => g.name),
+        privileges,
+        held,
+    );
     for (const grant of inputs.privileges) {
         previousDepths[grant.name] = sameRole && grant.name in olds.previousDepths ? olds.previousDepths[grant.name] : current[grant.name];
     }
     const missing = inputs.privileges.filter((g) => rank(current[g.name]) < rank(g.depth));
     if (missing.length > 0) {
-        await client.boundAction("roles", role.roleid, "AddPrivilegesRole", {
-            Privileges: missing.map((g) => {
-                const row = privileges.get(g.name.toLowerCase())!;
-                return { Depth: g.depth, PrivilegeId: row.privilegeid, BusinessUnitId: businessUnitId, PrivilegeName: row.name };
-            }),
-        }, { idempotent: true });
+        await client.boundAction(
+            "roles",
+            role.roleid,
+            "AddPrivilegesRole",
+            {
+                Privileges: missing.map((g) => {
+                    const row = privileges.get(g.name.toLowerCase())!;
+                    return { Depth: g.depth, PrivilegeId: row.privilegeid, BusinessUnitId: businessUnitId, PrivilegeName: row.name };
+                }),
+            },
+            { idempotent: true },
+        );
     }
     if (sameRole && dropped.length > 0) {
-        const heldNow = depthsOf(dropped.map((d) => d.name), privileges, held);
-        await restore(client, role.roleid, businessUnitId, dropped
-            .filter((d) => rank(olds.previousDepths[d.name]) < rank(heldNow[d.name]))
-            .map((d) => ({ row: privileges.get(d.name.toLowerCase())!, depth: olds.previousDepths[d.name] ?? null })));
+        const heldNow = depthsOf(
+            dropped.map((d) => d.name),
+            privileges,
+            held,
+        );
+        await restore(
+            client,
+            role.roleid,
+            businessUnitId,
+            dropped
+                .filter((d) => rank(olds.previousDepths[d.name]) < rank(heldNow[d.name]))
+                .map((d) => ({ row: privileges.get(d.name.toLowerCase())!, depth: olds.previousDepths[d.name] ?? null })),
+        );
     }
 
-    const after = depthsOf(inputs.privileges.map((g) => g.name), privileges, await readDepths(client, role.roleid));
+    const after = depthsOf(
+        inputs.privileges.map((g) => g.name),
+        privileges,
+        await readDepths(client, role.roleid),
+    );
     const short = inputs.privileges.filter((g) => rank(after[g.name]) < rank(g.depth));
     if (short.length > 0) {
         // AddPrivilegesRole's behaviour on an existing privilege is undocumented: fail loudly if it did not raise it.
-        throw new Error(`Dataverse did not apply ${short.map((g) => `${g.name} at ${g.depth} (now ${after[g.name] ?? "none"})`).join(", ")} to role "${inputs.roleName}".`);
+        throw new Error(
+            `Dataverse did not apply ${short.map((g) => `${g.name} at ${g.depth} (now ${after[g.name] ?? "none"})`).join(", ")} to role "${inputs.roleName}".`,
+        );
     }
     return { ...inputs, roleId: role.roleid, previousDepths, currentDepths: after };
 }
@@ -143,7 +197,8 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
             if (!Array.isArray(v)) throw new Error("must be a list");
             v.forEach((g: PrivilegeGrant, i) => {
                 if (isUnknown(g)) return;
-                if (typeof g?.name !== "string" || !/^prv\w+$/.test(g.name)) throw new Error(`[${i}].name must be a privilege name such as prvReadAsyncOperation`);
+                if (typeof g?.name !== "string" || !/^prv\w+$/.test(g.name))
+                    throw new Error(`[${i}].name must be a privilege name such as prvReadAsyncOperation`);
                 if (!PRIVILEGE_DEPTHS.includes(g.depth)) throw new Error(`[${i}].depth must be one of ${PRIVILEGE_DEPTHS.join(", ")}`);
             });
         });
@@ -153,7 +208,8 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
     async diff(_id: string, olds: RolePrivilegesOutputs, news: RolePrivilegesInputs) {
         const replaces = (["instanceUrl", "roleName"] as const).filter((k) => olds[k] !== news[k]);
         const drifted = Array.isArray(news.privileges) && news.privileges.some((g) => rank(olds.currentDepths?.[g.name]) < rank(g.depth));
-        const changed = JSON.stringify(olds.privileges) !== JSON.stringify(news.privileges) || olds.solutionVersion !== news.solutionVersion;
+        const changed =
+            JSON.stringify(olds.privileges) !== JSON.stringify(news.privileges) || olds.solutionVersion !== news.solutionVersion;
         return { changes: replaces.length > 0 || drifted || changed, replaces };
     },
 
@@ -166,7 +222,11 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
         const client = sharedClient(props.instanceUrl);
         try {
             const privileges = await lookUpPrivileges(client, props.privileges);
-            const currentDepths = depthsOf(props.privileges.map((g) => g.name), privileges, await readDepths(client, props.roleId));
+            const currentDepths = depthsOf(
+                props.privileges.map((g) => g.name),
+                privileges,
+                await readDepths(client, props.roleId),
+            );
             return { id, props: { ...props, currentDepths } };
         } catch (err) {
             // The role went with its solution: nothing of ours is left.
@@ -183,11 +243,20 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
         const client = sharedClient(props.instanceUrl);
         try {
             const privileges = await lookUpPrivileges(client, props.privileges);
-            const now = depthsOf(props.privileges.map((g) => g.name), privileges, await readDepths(client, props.roleId));
+            const now = depthsOf(
+                props.privileges.map((g) => g.name),
+                privileges,
+                await readDepths(client, props.roleId),
+            );
             const businessUnitId = await rootBusinessUnitId(client);
-            await restore(client, props.roleId, businessUnitId, props.privileges
-                .filter((g) => rank(props.previousDepths[g.name]) < rank(now[g.name]))
-                .map((g) => ({ row: privileges.get(g.name.toLowerCase())!, depth: props.previousDepths[g.name] ?? null })));
+            await restore(
+                client,
+                props.roleId,
+                businessUnitId,
+                props.privileges
+                    .filter((g) => rank(props.previousDepths[g.name]) < rank(now[g.name]))
+                    .map((g) => ({ row: privileges.get(g.name.toLowerCase())!, depth: props.previousDepths[g.name] ?? null })),
+            );
         } catch (err) {
             if (!isNotFound(err)) throw err;
         }
@@ -213,6 +282,13 @@ export class RolePrivileges extends pulumi.dynamic.Resource {
     declare readonly currentDepths: pulumi.Output<DepthsByName>;
 
     constructor(name: string, args: RolePrivilegesArgs, opts?: pulumi.CustomResourceOptions) {
-        super(rolePrivilegesProvider, name, { roleId: undefined, previousDepths: undefined, currentDepths: undefined, ...args }, opts, "dataverse", "RolePrivileges");
+        super(
+            rolePrivilegesProvider,
+            name,
+            { roleId: undefined, previousDepths: undefined, currentDepths: undefined, ...args },
+            opts,
+            "dataverse",
+            "RolePrivileges",
+        );
     }
 }

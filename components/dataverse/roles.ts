@@ -26,9 +26,11 @@ export async function findRole(client: DataverseClient, name: string, businessUn
         $filter: `name eq ${odataString(name)} and _businessunitid_value eq ${odataGuid(businessUnitId)}`,
     });
     if (rows.length !== 1) {
-        throw new Error(rows.length === 0
-            ? `The security role "${name}" does not exist in business unit ${businessUnitId} of ${client.instanceUrl}. Is the Marketplace Lead Writer solution installed, and is leadWriterRoleName right?`
-            : `${rows.length} security roles are named "${name}" in business unit ${businessUnitId} of ${client.instanceUrl}; expected one.`);
+        throw new Error(
+            rows.length === 0
+                ? `The security role "${name}" does not exist in business unit ${businessUnitId} of ${client.instanceUrl}. Is the Marketplace Lead Writer solution installed, and is leadWriterRoleName right?`
+                : `${rows.length} security roles are named "${name}" in business unit ${businessUnitId} of ${client.instanceUrl}; expected one.`,
+        );
     }
     return rows[0];
 }
@@ -36,9 +38,11 @@ export async function findRole(client: DataverseClient, name: string, businessUn
 /** The roles assigned to a user, through `systemuserroles_association`. */
 export async function userRoles(client: DataverseClient, systemUserId: string): Promise<{ businessUnitId: string; roles: RoleRow[] }> {
     const user = await client.get<{ _businessunitid_value: string; systemuserroles_association?: RoleRow[] }>(
-        `systemusers(${odataGuid(systemUserId)})`, {
+        `systemusers(${odataGuid(systemUserId)})`,
+        {
             $select: "fullname,_businessunitid_value",
             $expand: "systemuserroles_association($select=roleid,name,_businessunitid_value)",
-        });
+        },
+    );
     return { businessUnitId: user._businessunitid_value, roles: user.systemuserroles_association ?? [] };
 }

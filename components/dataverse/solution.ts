@@ -62,14 +62,22 @@ async function pollUntil<T>(deadline: number, probe: () => Promise<T | undefined
 }
 
 /** Starts `ImportSolutionAsync`, waiting while another import holds the instance. Undefined: the answer was lost. */
-async function startImport(client: DataverseClient, pkg: SolutionPackage, deadline: number): Promise<{ AsyncOperationId: string; ImportJobKey: string } | undefined> {
+async function startImport(
+    client: DataverseClient,
+    pkg: SolutionPackage,
+    deadline: number,
+): Promise<{ AsyncOperationId: string; ImportJobKey: string } | undefined> {
     for (;;) {
         try {
-            return await client.action<{ AsyncOperationId: string; ImportJobKey: string }>("ImportSolutionAsync", {
-                OverwriteUnmanagedCustomizations: false,
-                PublishWorkflows: true,
-                CustomizationFile: pkg.bytes.toString("base64"),
-            }, { timeoutMs: 10 * 60_000 });
+            return await client.action<{ AsyncOperationId: string; ImportJobKey: string }>(
+                "ImportSolutionAsync",
+                {
+                    OverwriteUnmanagedCustomizations: false,
+                    PublishWorkflows: true,
+                    CustomizationFile: pkg.bytes.toString("base64"),
+                },
+                { timeoutMs: 10 * 60_000 },
+            );
         } catch (err) {
             if (err instanceof DataverseError && err.ambiguous) {
                 // Never start an import twice: whether it started shows in the solutions table.
@@ -100,14 +108,22 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
             return op.statecode === COMPLETED ? op : undefined;
         });
         if (!finished) {
-            throw new Error(`The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${operationId}). It may still complete: run 'pulumi up' again to pick it up.`);
+            throw new Error(
+                `The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${operationId}). It may still complete: run 'pulumi up' again to pick it up.`,
+            );
         }
         if (finished.statuscode !== SUCCEEDED) {
-            const result = await client.callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>(
-                "RetrieveSolutionImportResult", { ImportJobId: odataGuid(job.ImportJobKey) }).catch(() => undefined);
-            const details = [finished.friendlymessage, finished.message, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])]
-                .filter((m): m is string => !!m);
-            throw new Error(`The import of ${pkg.uniqueName} ${pkg.version} failed (status ${finished.statuscode}): ${[...new Set(details)].join(" ") || "no message"}`);
+            const result = await client
+                .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
+                    ImportJobId: odataGuid(job.ImportJobKey),
+                })
+                .catch(() => undefined);
+            const details = [finished.friendlymessage, finished.message, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter(
+                (m): m is string => !!m,
+            );
+            throw new Error(
+                `The import of ${pkg.uniqueName} ${pkg.version} failed (status ${finished.statuscode}): ${[...new Set(details)].join(" ") || "no message"}`,
+            );
         }
     }
     const installed = await pollUntil(job ? Date.now() + 1 : deadline, async () => {
@@ -125,16 +141,22 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
     const client = sharedClient(inputs.instanceUrl);
     const pkg = await loadSolutionPackage(inputs.source);
     if (pkg.sha256 !== inputs.sha256) {
-        throw new Error(`${inputs.source} changed between preview and update (sha256 ${inputs.sha256} → ${pkg.sha256}); run 'pulumi up' again.`);
+        throw new Error(
+            `${inputs.source} changed between preview and update (sha256 ${inputs.sha256} → ${pkg.sha256}); run 'pulumi up' again.`,
+        );
     }
     const existing = await findSolution(client, pkg.uniqueName);
     if (existing) {
         const order = compareVersions(existing.version, pkg.version);
         if (order > 0) {
-            throw new Error(`${pkg.uniqueName} ${existing.version} is installed, newer than ${pkg.version} from ${inputs.source}; Dataverse cannot downgrade a solution. Point solutionSource at ${existing.version} or later.`);
+            throw new Error(
+                `${pkg.uniqueName} ${existing.version} is installed, newer than ${pkg.version} from ${inputs.source}; Dataverse cannot downgrade a solution. Point solutionSource at ${existing.version} or later.`,
+            );
         }
         if (existing.ismanaged !== pkg.managed) {
-            throw new Error(`${pkg.uniqueName} is installed as ${existing.ismanaged ? "managed" : "unmanaged"} but the package is ${pkg.managed ? "managed" : "unmanaged"}; remove the installed solution first.`);
+            throw new Error(
+                `${pkg.uniqueName} is installed as ${existing.ismanaged ? "managed" : "unmanaged"} but the package is ${pkg.managed ? "managed" : "unmanaged"}; remove the installed solution first.`,
+            );
         }
         if (order === 0) {
             return { row: existing, imported: false };
@@ -161,7 +183,12 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         try {
             const pkg = await loadSolutionPackage(news.source);
             if (!pkg.managed) {
-                return { inputs: news, failures: [{ property: "source", reason: `source: ${news.source} is an unmanaged solution; the guide's package is managed` }] };
+                return {
+                    inputs: news,
+                    failures: [
+                        { property: "source", reason: `source: ${news.source} is an unmanaged solution; the guide's package is managed` },
+                    ],
+                };
             }
             return { inputs: { ...news, uniqueName: pkg.uniqueName, version: pkg.version, managed: pkg.managed, sha256: pkg.sha256 } };
         } catch (err) {
@@ -172,10 +199,13 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     async diff(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
         const replaces = (["instanceUrl", "uniqueName"] as const).filter((k) => olds[k] !== news[k]);
         if (replaces.length === 0 && !isUnknown(news.version) && compareVersions(news.version, olds.installedVersion) < 0) {
-            throw new Error(`${news.uniqueName} ${olds.installedVersion} is installed; the package at ${news.source} is the older ${news.version}. Dataverse cannot downgrade a solution.`);
+            throw new Error(
+                `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${news.source} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
+            );
         }
-        const changed = (["source", "version", "sha256", "importTimeoutMinutes", "retainOnDelete"] as const).some((k) => olds[k] !== news[k])
-            || olds.installedVersion !== news.version;
+        const changed =
+            (["source", "version", "sha256", "importTimeoutMinutes", "retainOnDelete"] as const).some((k) => olds[k] !== news[k]) ||
+            olds.installedVersion !== news.version;
         return { changes: replaces.length > 0 || changed, replaces };
     },
 
@@ -199,7 +229,9 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
 
     async delete(id: string, props: SolutionOutputs) {
         if (props.retainOnDelete || props.adopted) {
-            progress(`Leaving ${props.uniqueName} installed on ${props.instanceUrl} (${props.adopted ? "it was installed before this stack" : "retainSolutionOnDelete"}).`);
+            progress(
+                `Leaving ${props.uniqueName} installed on ${props.instanceUrl} (${props.adopted ? "it was installed before this stack" : "retainSolutionOnDelete"}).`,
+            );
             return;
         }
         // Uninstalling removes the solution's components, the Lead Writer role among them.
@@ -229,10 +261,22 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
     declare readonly adopted: pulumi.Output<boolean>;
 
     constructor(name: string, args: LeadWriterSolutionArgs, opts?: pulumi.CustomResourceOptions) {
-        super(solutionProvider, name, {
-            uniqueName: undefined, version: undefined, managed: undefined, sha256: undefined,
-            solutionId: undefined, installedVersion: undefined, adopted: undefined,
-            ...args,
-        }, opts, "dataverse", "Solution");
+        super(
+            solutionProvider,
+            name,
+            {
+                uniqueName: undefined,
+                version: undefined,
+                managed: undefined,
+                sha256: undefined,
+                solutionId: undefined,
+                installedVersion: undefined,
+                adopted: undefined,
+                ...args,
+            },
+            opts,
+            "dataverse",
+            "Solution",
+        );
     }
 }

@@ -12,12 +12,15 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * working for a whole period after the next one is issued. Everything derives from the period number, so
  * re-running within a period changes nothing.
  */
-export function secretRotation(now: Date, rotationDays: number): { period: number; current: 0 | 1; slots: { generation: number; endDate: string }[] } {
+export function secretRotation(
+    now: Date,
+    rotationDays: number,
+): { period: number; current: 0 | 1; slots: { generation: number; endDate: string }[] } {
     const periodMs = rotationDays * DAY_MS;
     const period = Math.floor(now.getTime() / periodMs);
     const slots = ([0, 1] as const).map((slot) => {
         // The latest period, not after this one, in which this slot was (re)issued.
-        const issuedIn = period - ((period - slot) % 2 + 2) % 2;
+        const issuedIn = period - ((((period - slot) % 2) + 2) % 2);
         return { generation: issuedIn, endDate: new Date((issuedIn + 2) * periodMs).toISOString() };
     });
     return { period, current: (period % 2) as 0 | 1, slots };
@@ -72,35 +75,56 @@ export class AzureAdApp extends pulumi.ComponentResource {
             return id;
         });
 
-        const app = new azuread.Application(`${name}-app`, {
-            displayName: args.displayName,
-            signInAudience: args.signInAudience,
-            web: { redirectUris: [args.redirectUri] },
-            requiredResourceAccesses: [{
-                resourceAppId: dynamicsCrmAppId,
-                resourceAccesses: [{ id: userImpersonationScopeId, type: "Scope" }],
-            }],
-        }, { parent: this });
+        const app = new azuread.Application(
+            `${name}-app`,
+            {
+                displayName: args.displayName,
+                signInAudience: args.signInAudience,
+                web: { redirectUris: [args.redirectUri] },
+                requiredResourceAccesses: [
+                    {
+                        resourceAppId: dynamicsCrmAppId,
+                        resourceAccesses: [{ id: userImpersonationScopeId, type: "Scope" }],
+                    },
+                ],
+            },
+            { parent: this },
+        );
 
-        const servicePrincipal = new azuread.ServicePrincipal(`${name}-sp`, {
-            clientId: app.clientId,
-        }, { parent: this });
+        const servicePrincipal = new azuread.ServicePrincipal(
+            `${name}-sp`,
+            {
+                clientId: app.clientId,
+            },
+            { parent: this },
+        );
 
         if (args.grantAdminConsent) {
-            new azuread.ServicePrincipalDelegatedPermissionGrant(`${name}-consent`, {
-                servicePrincipalObjectId: servicePrincipal.objectId,
-                resourceServicePrincipalObjectId: dynamicsCrm.objectId,
-                claimValues: ["user_impersonation"],
-            }, { parent: this });
+            new azuread.ServicePrincipalDelegatedPermissionGrant(
+                `${name}-consent`,
+                {
+                    servicePrincipalObjectId: servicePrincipal.objectId,
+                    resourceServicePrincipalObjectId: dynamicsCrm.objectId,
+                    claimValues: ["user_impersonation"],
+                },
+                { parent: this },
+            );
         }
 
         const rotation = secretRotation(new Date(), args.clientSecretRotationDays);
-        const secrets = rotation.slots.map((slot, index) => new azuread.ApplicationPassword(`${name}-secret-${index}`, {
-            applicationId: app.id,
-            displayName: `Partner Center lead management (slot ${index}, generation ${slot.generation})`,
-            endDate: slot.endDate,
-            rotateWhenChanged: { generation: String(slot.generation) },
-        }, { parent: this }));
+        const secrets = rotation.slots.map(
+            (slot, index) =>
+                new azuread.ApplicationPassword(
+                    `${name}-secret-${index}`,
+                    {
+                        applicationId: app.id,
+                        displayName: `Partner Center lead management (slot ${index}, generation ${slot.generation})`,
+                        endDate: slot.endDate,
+                        rotateWhenChanged: { generation: String(slot.generation) },
+                    },
+                    { parent: this },
+                ),
+        );
         // The azuread SDK already declares `value` an additional secret output of ApplicationPassword.
         const current = secrets[rotation.current];
 

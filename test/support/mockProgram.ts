@@ -54,12 +54,17 @@ async function main(): Promise<void> {
 
     installMocks({ preview: spec.preview });
     // Record the raw registration request, as the engine would receive it, before the mock monitor answers.
-    const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource: (req: RegisterRequest, cb: unknown) => unknown; newUrn: (p: string, t: string, n: string) => string };
+    const monitor = pulumi.runtime.getMonitor() as unknown as {
+        registerResource: (req: RegisterRequest, cb: unknown) => unknown;
+        newUrn: (p: string, t: string, n: string) => string;
+    };
     const register = monitor.registerResource.bind(monitor);
     monitor.registerResource = (req, cb) => {
         lastRegistration = Date.now();
         const propertyDependencies: Record<string, string[]> = {};
-        req.getPropertydependenciesMap().forEach((deps, key) => { propertyDependencies[key] = deps.getUrnsList(); });
+        req.getPropertydependenciesMap().forEach((deps, key) => {
+            propertyDependencies[key] = deps.getUrnsList();
+        });
         report.registrations.push({
             propertyDependencies,
             urn: monitor.newUrn(req.getParent(), req.getType(), req.getName()),
@@ -82,7 +87,12 @@ async function main(): Promise<void> {
             if (!pulumi.Output.isInstance(value)) continue;
             const output = value as pulumi.Output<unknown>;
             report.outputs[name] = {
-                value: await new Promise((resolve) => output.apply((v) => { resolve(v); return v; })),
+                value: await new Promise((resolve) =>
+                    output.apply((v) => {
+                        resolve(v);
+                        return v;
+                    }),
+                ),
                 secret: await pulumi.isSecret(output),
             };
         }
@@ -96,7 +106,10 @@ async function main(): Promise<void> {
     fs.writeFileSync(reportPath, JSON.stringify(report, null, 2));
 }
 
-main().then(() => process.exit(0), (err) => {
-    console.error(err);
-    process.exit(1);
-});
+main().then(
+    () => process.exit(0),
+    (err) => {
+        console.error(err);
+        process.exit(1);
+    },
+);

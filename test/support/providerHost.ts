@@ -14,9 +14,11 @@ export async function runMockProgram(config: Record<string, string>, preview = f
     const specPath = path.join(dir, "spec.json");
     const reportPath = path.join(dir, "report.json");
     fs.writeFileSync(specPath, JSON.stringify({ config, preview }));
-    await promisify(execFile)(process.execPath, [
-        require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath,
-    ], { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } });
+    await promisify(execFile)(
+        process.execPath,
+        [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
+        { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
+    );
     const report = JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport;
     fs.rmSync(dir, { recursive: true, force: true });
     return report;
@@ -49,8 +51,12 @@ export class ProviderHost {
             if (msg.error) waiter?.reject(new ProviderCallError(msg.error.message || String((msg.error as { stack?: string }).stack)));
             else waiter?.resolve(msg.result);
         });
-        child.stdout?.on("data", (chunk: Buffer) => { this.output += chunk.toString(); });
-        child.stderr?.on("data", (chunk: Buffer) => { this.output += chunk.toString(); });
+        child.stdout?.on("data", (chunk: Buffer) => {
+            this.output += chunk.toString();
+        });
+        child.stderr?.on("data", (chunk: Buffer) => {
+            this.output += chunk.toString();
+        });
         child.on("exit", () => {
             for (const waiter of this.pending.values()) waiter.reject(new Error("provider host exited"));
             this.pending.clear();
@@ -98,7 +104,10 @@ export type Operation = "create" | "update" | "replace" | "same";
 
 /** Drives one serialized provider through the engine's sequence of calls for up, refresh and destroy. */
 export class EngineSimulator {
-    constructor(private readonly host: ProviderHost, private readonly provider: string) {}
+    constructor(
+        private readonly host: ProviderHost,
+        private readonly provider: string,
+    ) {}
 
     private withProvider(props: Record<string, unknown>): Record<string, unknown> {
         return { ...props, __provider: this.provider };
@@ -106,7 +115,11 @@ export class EngineSimulator {
 
     private async check(news: Record<string, unknown>, prior?: ResourceState): Promise<Record<string, unknown>> {
         const result = await this.host.call<{ inputs?: Record<string, unknown>; failures?: { property: string; reason: string }[] }>(
-            this.provider, "check", prior ? prior.inputs : {}, this.withProvider(news));
+            this.provider,
+            "check",
+            prior ? prior.inputs : {},
+            this.withProvider(news),
+        );
         if (result.failures && result.failures.length > 0) {
             throw new ProviderCallError(`check failed: ${result.failures.map((f) => f.reason).join("; ")}`);
         }
@@ -117,7 +130,13 @@ export class EngineSimulator {
     async preview(news: Record<string, unknown>, prior?: ResourceState): Promise<{ op: Operation; replaces: string[] }> {
         const inputs = await this.check(news, prior);
         if (!prior) return { op: "create", replaces: [] };
-        const diff = await this.host.call<{ changes?: boolean; replaces?: string[] }>(this.provider, "diff", prior.id, prior.outputs, inputs);
+        const diff = await this.host.call<{ changes?: boolean; replaces?: string[] }>(
+            this.provider,
+            "diff",
+            prior.id,
+            prior.outputs,
+            inputs,
+        );
         const replaces = diff.replaces ?? [];
         return { op: replaces.length > 0 ? "replace" : diff.changes ? "update" : "same", replaces };
     }
@@ -131,7 +150,12 @@ export class EngineSimulator {
         };
         if (!prior) return { op: "create", state: await create() };
         const diff = await this.host.call<{ changes?: boolean; replaces?: string[]; deleteBeforeReplace?: boolean }>(
-            this.provider, "diff", prior.id, prior.outputs, inputs);
+            this.provider,
+            "diff",
+            prior.id,
+            prior.outputs,
+            inputs,
+        );
         if (diff.replaces && diff.replaces.length > 0) {
             if (diff.deleteBeforeReplace) {
                 await this.destroy(prior);
@@ -142,7 +166,13 @@ export class EngineSimulator {
             return { op: "replace", state };
         }
         if (diff.changes) {
-            const result = await this.host.call<{ outs?: Record<string, unknown> }>(this.provider, "update", prior.id, prior.outputs, inputs);
+            const result = await this.host.call<{ outs?: Record<string, unknown> }>(
+                this.provider,
+                "update",
+                prior.id,
+                prior.outputs,
+                inputs,
+            );
             return { op: "update", state: { id: prior.id, inputs, outputs: this.withProvider(result?.outs ?? {}) } };
         }
         return { op: "same", state: prior };
@@ -150,7 +180,12 @@ export class EngineSimulator {
 
     /** `pulumi refresh`: undefined when the provider reports the resource gone. */
     async refresh(state: ResourceState): Promise<ResourceState | undefined> {
-        const result = await this.host.call<{ id?: string; props?: Record<string, unknown> }>(this.provider, "read", state.id, state.outputs);
+        const result = await this.host.call<{ id?: string; props?: Record<string, unknown> }>(
+            this.provider,
+            "read",
+            state.id,
+            state.outputs,
+        );
         if (!result.id) return undefined;
         return { id: result.id, inputs: state.inputs, outputs: this.withProvider(result.props ?? {}) };
     }

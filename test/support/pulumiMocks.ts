@@ -47,17 +47,20 @@ export interface MockRun {
 }
 
 /** Installs Pulumi's mock runtime with Azure AD's data sources answered as a real tenant would. */
-export function installMocks(options: { preview?: boolean; onNewResource?: (args: pulumi.runtime.MockResourceArgs) => void } = {}): MockRun {
+export function installMocks(
+    options: { preview?: boolean; onNewResource?: (args: pulumi.runtime.MockResourceArgs) => void } = {},
+): MockRun {
     const waiters = new Map<string, ((r: DeclaredResource) => void)[]>();
     const registered = new Set<string>();
     const run: MockRun = {
         resources: new Map(),
         calls: [],
         record: () => undefined,
-        declared: (name) => new Promise((resolve) => {
-            if (registered.has(name)) return resolve(run.resources.get(name)!);
-            waiters.set(name, [...(waiters.get(name) ?? []), resolve]);
-        }),
+        declared: (name) =>
+            new Promise((resolve) => {
+                if (registered.has(name)) return resolve(run.resources.get(name)!);
+                waiters.set(name, [...(waiters.get(name) ?? []), resolve]);
+            }),
     };
     const names = new Map<pulumi.Resource, string>();
     run.record = (args) => {
@@ -72,45 +75,55 @@ export function installMocks(options: { preview?: boolean; onNewResource?: (args
         }
         return undefined;
     };
-    pulumi.runtime.setMocks({
-        newResource(args) {
-            options.onNewResource?.(args);
-            const state = mockState(args.type, args.name, args.inputs);
-            const entry = run.resources.get(args.name);
-            if (entry) {
-                entry.inputs = args.inputs;
-            } else {
-                run.resources.set(args.name, { type: args.type, name: args.name, inputs: args.inputs, opts: {} });
-            }
-            registered.add(args.name);
-            for (const resolve of waiters.get(args.name) ?? []) resolve(run.resources.get(args.name)!);
-            waiters.delete(args.name);
-            return { id: `${args.name}-id`, state };
+    pulumi.runtime.setMocks(
+        {
+            newResource(args) {
+                options.onNewResource?.(args);
+                const state = mockState(args.type, args.name, args.inputs);
+                const entry = run.resources.get(args.name);
+                if (entry) {
+                    entry.inputs = args.inputs;
+                } else {
+                    run.resources.set(args.name, { type: args.type, name: args.name, inputs: args.inputs, opts: {} });
+                }
+                registered.add(args.name);
+                for (const resolve of waiters.get(args.name) ?? []) resolve(run.resources.get(args.name)!);
+                waiters.delete(args.name);
+                return { id: `${args.name}-id`, state };
+            },
+            call(args) {
+                run.calls.push({ token: args.token, inputs: args.inputs });
+                switch (args.token) {
+                    case "azuread:index/getApplicationPublishedAppIds:getApplicationPublishedAppIds":
+                        return { result: { DynamicsCrm: DYNAMICS_CRM_APP_ID, MicrosoftGraph: "00000003-0000-0000-c000-000000000000" } };
+                    case "azuread:index/getServicePrincipal:getServicePrincipal":
+                        return {
+                            clientId: args.inputs.clientId,
+                            objectId: DYNAMICS_CRM_SP_OBJECT_ID,
+                            oauth2PermissionScopeIds: { user_impersonation: USER_IMPERSONATION_SCOPE_ID },
+                        };
+                    case "azuread:index/getClientConfig:getClientConfig":
+                        return { tenantId: MOCK_TENANT_ID, clientId: "cli", objectId: "me" };
+                    default:
+                        throw new Error(`unexpected invoke ${args.token}`);
+                }
+            },
         },
-        call(args) {
-            run.calls.push({ token: args.token, inputs: args.inputs });
-            switch (args.token) {
-                case "azuread:index/getApplicationPublishedAppIds:getApplicationPublishedAppIds":
-                    return { result: { DynamicsCrm: DYNAMICS_CRM_APP_ID, MicrosoftGraph: "00000003-0000-0000-c000-000000000000" } };
-                case "azuread:index/getServicePrincipal:getServicePrincipal":
-                    return {
-                        clientId: args.inputs.clientId,
-                        objectId: DYNAMICS_CRM_SP_OBJECT_ID,
-                        oauth2PermissionScopeIds: { user_impersonation: USER_IMPERSONATION_SCOPE_ID },
-                    };
-                case "azuread:index/getClientConfig:getClientConfig":
-                    return { tenantId: MOCK_TENANT_ID, clientId: "cli", objectId: "me" };
-                default:
-                    throw new Error(`unexpected invoke ${args.token}`);
-            }
-        },
-    }, "lead-management", "test", options.preview ?? false);
+        "lead-management",
+        "test",
+        options.preview ?? false,
+    );
     return run;
 }
 
 /** Resolves an Output to its value (known or not) and whether it is secret. */
 export async function settle<T>(output: pulumi.Output<T>): Promise<{ value: T; secret: boolean }> {
-    const value = await new Promise<T>((resolve) => output.apply((v) => { resolve(v); return v; }));
+    const value = await new Promise<T>((resolve) =>
+        output.apply((v) => {
+            resolve(v);
+            return v;
+        }),
+    );
     const secret = await pulumi.isSecret(output);
     return { value, secret };
 }

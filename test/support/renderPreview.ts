@@ -65,12 +65,14 @@ export function withPreview(readme: string, preview: string): string {
 if (require.main === module) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- kept out of the module graph jest loads
     const { runMockProgram } = require("./providerHost") as typeof import("./providerHost");
-    runMockProgram(stackConfig("dev")).then((report) => {
-        if (report.error) throw new Error(report.error);
-        fs.writeFileSync(README, withPreview(fs.readFileSync(README, "utf8"), renderPreview(report, "dev")));
-        console.log("README.md preview updated");
-    }).catch((err) => {
-        console.error(err);
-        process.exit(1);
-    });
+    runMockProgram(stackConfig("dev"))
+        .then((report) => {
+            if (report.error) throw new Error(report.error);
+            fs.writeFileSync(README, withPreview(fs.readFileSync(README, "utf8"), renderPreview(report, "dev")));
+            console.log("README.md preview updated");
+        })
+        .catch((err) => {
+            console.error(err);
+            process.exit(1);
+        });
 }
