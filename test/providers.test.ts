@@ -311,6 +311,57 @@ describe("ApplicationUser", () => {
     });
 });
 
+describe("a whole stack", () => {
+    it("comes up in dependency order, re-runs without a write, and destroys back to the instance it found", async () => {
+        const before = JSON.parse(JSON.stringify(emulator.state)) as typeof emulator.state;
+        const solution = await engineFor("Solution").up({
+            instanceUrl: INSTANCE,
+            source: zips.v1,
+            importTimeoutMinutes: 1,
+            retainOnDelete: false,
+        });
+        const user = await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
+        const link = { instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
+        const grants = {
+            instanceUrl: INSTANCE,
+            roleName: LEAD_WRITER_ROLE_NAME,
+            privileges: [...GUIDE_ROLE_PRIVILEGES],
+            solutionVersion: solution.state.outputs.installedVersion,
+        };
+        const assignment = await engineFor("RoleAssignment").up(link);
+        const privileges = await engineFor("RolePrivileges").up(grants);
+        expect([solution.op, user.op, assignment.op, privileges.op]).toEqual(["create", "create", "create", "create"]);
+
+        const mark = emulator.requests.length;
+        const again = [
+            await engineFor("Solution").up(
+                { instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false },
+                (await engineFor("Solution").refresh(solution.state))!,
+            ),
+            await engineFor("ApplicationUser").up(
+                { instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" },
+                (await engineFor("ApplicationUser").refresh(user.state))!,
+            ),
+            await engineFor("RoleAssignment").up(link, (await engineFor("RoleAssignment").refresh(assignment.state))!),
+            await engineFor("RolePrivileges").up(grants, (await engineFor("RolePrivileges").refresh(privileges.state))!),
+        ];
+        expect(again.map((a) => a.op)).toEqual(["same", "same", "same", "same"]);
+        expect(writesSince(mark)).toEqual([]);
+
+        // Reverse dependency order, as `pulumi destroy` runs it.
+        await engineFor("RolePrivileges").destroy(privileges.state);
+        await engineFor("RoleAssignment").destroy(assignment.state);
+        await engineFor("ApplicationUser").destroy(user.state);
+        await engineFor("Solution").destroy(solution.state);
+        const after = emulator.state;
+        expect(after.solutions).toEqual(before.solutions);
+        expect(after.roles).toEqual(before.roles);
+        expect(after.userRoles).toEqual(before.userRoles);
+        expect(after.rolePrivileges).toEqual(before.rolePrivileges);
+        expect(after.systemUsers).toEqual(before.systemUsers);
+    }, 30_000);
+});
+
 describe("diff", () => {
     const solution = {
         instanceUrl: INSTANCE,

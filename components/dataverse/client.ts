@@ -219,6 +219,7 @@ function errorFromResponse(method: string, path: string, response: AxiosResponse
     const error = typeof body === "object" && body !== null ? body.error : undefined;
     const code = error?.code ?? "";
     const detail = error?.message ?? (typeof body === "string" && body.length > 0 ? body.slice(0, 500) : response.statusText);
+    // Dataverse's own request id (public SDK code and captured responses read this header), what support asks for.
     const requestId = response.headers["x-ms-service-request-id"] as string | undefined;
     return new DataverseError(
         `Dataverse ${method} ${path} failed: ${response.status}${code ? ` ${code}` : ""} ${detail}${requestId ? ` (request id ${requestId})` : ""}`,
