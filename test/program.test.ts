@@ -84,7 +84,9 @@ describe("the program (index.ts)", () => {
             businessUnitId: "",
         });
         expect(byName("lead-management-role-privileges").inputs.privileges).toEqual([...GUIDE_ROLE_PRIVILEGES]);
+        const { version } = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "package.json"), "utf8")) as { version: string };
         for (const r of report.registrations.filter((x) => x.type.startsWith("pulumi-nodejs:dynamic"))) {
+            expect([r.name, r.inputs.providerVersion]).toEqual([r.name, version]);
             expect([r.name, JSON.stringify(r.inputs)]).not.toEqual([r.name, expect.stringContaining(MOCK_SECRET_VALUE)]);
         }
     });

@@ -21,6 +21,7 @@ import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const OTHER_APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3302";
+const V = { providerVersion: "1.0.0" };
 
 let emulator: Emulator;
 let host: ProviderHost;
@@ -97,6 +98,7 @@ it("serializes one provider per Dataverse resource, loading packages by name", (
 
 describe("Solution", () => {
     const inputs = (source: string, extra: Record<string, unknown> = {}) => ({
+        ...V,
         instanceUrl: INSTANCE,
         source,
         importTimeoutMinutes: 1,
@@ -166,7 +168,7 @@ describe("Solution", () => {
 });
 
 describe("ApplicationUser", () => {
-    const inputs = (applicationId = APP_ID, businessUnitId = "") => ({ instanceUrl: INSTANCE, applicationId, businessUnitId });
+    const inputs = (applicationId = APP_ID, businessUnitId = "") => ({ ...V, instanceUrl: INSTANCE, applicationId, businessUnitId });
 
     it("creates a non-interactive user in the root business unit; a re-run writes nothing", async () => {
         emulator.requests.length = 0;
@@ -315,14 +317,18 @@ describe("a whole stack", () => {
     it("comes up in dependency order, re-runs without a write, and destroys back to the instance it found", async () => {
         const before = JSON.parse(JSON.stringify(emulator.state)) as typeof emulator.state;
         const solution = await engineFor("Solution").up({
+            ...V,
+            ...V,
             instanceUrl: INSTANCE,
             source: zips.v1,
             importTimeoutMinutes: 1,
             retainOnDelete: false,
         });
-        const user = await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
-        const link = { instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
+        const user = await engineFor("ApplicationUser").up({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
+        const link = { ...V, instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
         const grants = {
+            ...V,
+            ...V,
             instanceUrl: INSTANCE,
             roleName: LEAD_WRITER_ROLE_NAME,
             privileges: [...GUIDE_ROLE_PRIVILEGES],
@@ -335,11 +341,11 @@ describe("a whole stack", () => {
         const mark = emulator.requests.length;
         const again = [
             await engineFor("Solution").up(
-                { instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false },
+                { ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false },
                 (await engineFor("Solution").refresh(solution.state))!,
             ),
             await engineFor("ApplicationUser").up(
-                { instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" },
+                { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" },
                 (await engineFor("ApplicationUser").refresh(user.state))!,
             ),
             await engineFor("RoleAssignment").up(link, (await engineFor("RoleAssignment").refresh(assignment.state))!),
@@ -362,8 +368,43 @@ describe("a whole stack", () => {
     }, 30_000);
 });
 
+describe("a new release", () => {
+    it("updates every resource once, writing nothing to Dataverse, so the new provider code is what destroy runs", async () => {
+        const next = { providerVersion: "9.9.9" };
+        const solutionInputs = { ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false };
+        const solution = await engineFor("Solution").up(solutionInputs);
+        const userInputs = { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
+        const user = await engineFor("ApplicationUser").up(userInputs);
+        const linkInputs = { ...V, instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
+        const link = await engineFor("RoleAssignment").up(linkInputs);
+        const grantInputs = {
+            ...V,
+            instanceUrl: INSTANCE,
+            roleName: LEAD_WRITER_ROLE_NAME,
+            privileges: [...GUIDE_ROLE_PRIVILEGES],
+            solutionVersion: "1.0.0.0",
+        };
+        const grants = await engineFor("RolePrivileges").up(grantInputs);
+
+        const mark = emulator.requests.length;
+        const released = [
+            await engineFor("Solution").up({ ...solutionInputs, ...next }, solution.state),
+            await engineFor("ApplicationUser").up({ ...userInputs, ...next }, user.state),
+            await engineFor("RoleAssignment").up({ ...linkInputs, ...next }, link.state),
+            await engineFor("RolePrivileges").up({ ...grantInputs, ...next }, grants.state),
+        ];
+        expect(released.map((r) => r.op)).toEqual(["update", "update", "update", "update"]);
+        expect(writesSince(mark)).toEqual([]);
+        expect(released[2].state.outputs).toMatchObject({ roleId: link.state.outputs.roleId, providerVersion: "9.9.9" });
+        for (const r of released) {
+            expect(r.state.outputs.providerVersion).toBe("9.9.9");
+        }
+    }, 30_000);
+});
+
 describe("diff", () => {
     const solution = {
+        ...V,
         instanceUrl: INSTANCE,
         source: "s.zip",
         importTimeoutMinutes: 30,
@@ -373,9 +414,10 @@ describe("diff", () => {
         managed: true,
         sha256: "a",
     };
-    const user = { instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
-    const link = { instanceUrl: INSTANCE, systemUserId: APP_ID, roleName: LEAD_WRITER_ROLE_NAME };
+    const user = { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
+    const link = { ...V, instanceUrl: INSTANCE, systemUserId: APP_ID, roleName: LEAD_WRITER_ROLE_NAME };
     const grants = {
+        ...V,
         instanceUrl: INSTANCE,
         roleName: LEAD_WRITER_ROLE_NAME,
         privileges: [...GUIDE_ROLE_PRIVILEGES],
@@ -390,6 +432,20 @@ describe("diff", () => {
     ][] = [
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, solution, { changes: false, replaces: [] }],
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, version: "1.0.0.1" }, { changes: true, replaces: [] }],
+        [
+            "Solution",
+            { ...solution, installedVersion: "1.0.0.0" },
+            { ...solution, providerVersion: "1.1.0" },
+            { changes: true, replaces: [] },
+        ],
+        [
+            "ApplicationUser",
+            { ...user, isDisabled: false },
+            { ...user, providerVersion: "1.1.0" },
+            { changes: true, replaces: [], deleteBeforeReplace: false },
+        ],
+        ["RoleAssignment", link, { ...link, providerVersion: "1.1.0" }, { changes: true, replaces: [] }],
+        ["RolePrivileges", { ...grants, currentDepths: current }, { ...grants, providerVersion: "1.1.0" }, { changes: true, replaces: [] }],
         ["Solution", { ...solution, installedVersion: "1.0.0.0" }, { ...solution, retainOnDelete: true }, { changes: true, replaces: [] }],
         [
             "Solution",
@@ -464,12 +520,13 @@ describe("RoleAssignment and RolePrivileges", () => {
     let user: ResourceState;
 
     beforeEach(async () => {
-        await engineFor("Solution").up({ instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false });
-        user = (await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" })).state;
+        await engineFor("Solution").up({ ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false });
+        user = (await engineFor("ApplicationUser").up({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" })).state;
     }, 30_000);
 
-    const assignment = () => ({ instanceUrl: INSTANCE, systemUserId: user.id, roleName: LEAD_WRITER_ROLE_NAME });
+    const assignment = () => ({ ...V, instanceUrl: INSTANCE, systemUserId: user.id, roleName: LEAD_WRITER_ROLE_NAME });
     const privileges = (grants = GUIDE_ROLE_PRIVILEGES) => ({
+        ...V,
         instanceUrl: INSTANCE,
         roleName: LEAD_WRITER_ROLE_NAME,
         privileges: grants,
@@ -500,7 +557,12 @@ describe("RoleAssignment and RolePrivileges", () => {
     it("assigns the copy of the role in the user's own business unit", async () => {
         await engineFor("ApplicationUser").destroy(user);
         user = (
-            await engineFor("ApplicationUser").up({ instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: CHILD_BUSINESS_UNIT_ID })
+            await engineFor("ApplicationUser").up({
+                ...V,
+                instanceUrl: INSTANCE,
+                applicationId: APP_ID,
+                businessUnitId: CHILD_BUSINESS_UNIT_ID,
+            })
         ).state;
         const { state } = await engineFor("RoleAssignment").up(assignment());
         expect(links()).toEqual([leadWriterRole(CHILD_BUSINESS_UNIT_ID)!.roleid]);

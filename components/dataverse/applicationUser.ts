@@ -1,9 +1,21 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
-import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, progress, validateField, warn } from "./common";
+import {
+    CheckFailure,
+    ignoreNotFound,
+    isNotFound,
+    mustBeGuid,
+    mustBeInstanceUrl,
+    progress,
+    validateField,
+    warn,
+    providerChanged,
+    Versioned,
+} from "./common";
+import { PROVIDER_VERSION } from "./providerVersion";
 import { rootBusinessUnitId } from "./roles";
 
-export interface ApplicationUserInputs {
+export interface ApplicationUserInputs extends Versioned {
     instanceUrl: string;
     /** The Entra application (client) id the user is bound to. */
     applicationId: string;
@@ -140,7 +152,11 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
         // A user someone disabled is drift: the update enables it again.
         // Dataverse allows one user per app and instance: moving it to another business unit must delete first.
         const sameUser = olds.applicationId === news.applicationId && olds.instanceUrl === news.instanceUrl;
-        return { changes: replaces.length > 0 || olds.isDisabled, replaces, deleteBeforeReplace: replaces.length > 0 && sameUser };
+        return {
+            changes: replaces.length > 0 || olds.isDisabled || providerChanged(olds, news),
+            replaces,
+            deleteBeforeReplace: replaces.length > 0 && sameUser,
+        };
     },
 
     async create(inputs: ApplicationUserInputs) {
@@ -213,6 +229,7 @@ export class ApplicationUser extends pulumi.dynamic.Resource {
                 isDisabled: undefined,
                 businessUnitId: "",
                 ...args,
+                providerVersion: PROVIDER_VERSION,
             },
             opts,
             "dataverse",

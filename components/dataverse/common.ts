@@ -9,6 +9,16 @@ export function isUnknown(value: unknown): boolean {
     return value === UNKNOWN;
 }
 
+/** Inputs every Dataverse resource carries (see providerVersion.ts). */
+export interface Versioned {
+    providerVersion: string;
+}
+
+/** A new project version is a change of its own: the update stores the new provider code. */
+export function providerChanged(olds: Partial<Versioned>, news: Partial<Versioned>): boolean {
+    return olds.providerVersion !== news.providerVersion;
+}
+
 /** A `check` failure, in the engine's shape. */
 export interface CheckFailure {
     property: string;

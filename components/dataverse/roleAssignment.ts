@@ -1,9 +1,20 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient } from "./client";
-import { CheckFailure, ignoreNotFound, isNotFound, mustBeGuid, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
+import {
+    CheckFailure,
+    ignoreNotFound,
+    isNotFound,
+    mustBeGuid,
+    mustBeInstanceUrl,
+    mustNotBeEmpty,
+    validateField,
+    providerChanged,
+    Versioned,
+} from "./common";
+import { PROVIDER_VERSION } from "./providerVersion";
 import { findRole, userRoles } from "./roles";
 
-export interface RoleAssignmentInputs {
+export interface RoleAssignmentInputs extends Versioned {
     instanceUrl: string;
     systemUserId: string;
     roleName: string;
@@ -29,7 +40,7 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
 
     async diff(_id: string, olds: RoleAssignmentOutputs, news: RoleAssignmentInputs) {
         const replaces = (["instanceUrl", "systemUserId", "roleName"] as const).filter((k) => olds[k] !== news[k]);
-        return { changes: replaces.length > 0, replaces };
+        return { changes: replaces.length > 0 || providerChanged(olds, news), replaces };
     },
 
     async create(inputs: RoleAssignmentInputs) {
@@ -52,6 +63,11 @@ export const roleAssignmentProvider: pulumi.dynamic.ResourceProvider = {
             if (isNotFound(err)) return { id: "", props: {} };
             throw err;
         }
+    },
+
+    // Only a new project version gets here (everything else replaces): keep the link, store the new code.
+    async update(_id: string, olds: RoleAssignmentOutputs, news: RoleAssignmentInputs) {
+        return { outs: { ...olds, ...news } };
     },
 
     async delete(_id: string, props: RoleAssignmentOutputs) {
@@ -77,6 +93,13 @@ export class RoleAssignment extends pulumi.dynamic.Resource {
     declare readonly businessUnitId: pulumi.Output<string>;
 
     constructor(name: string, args: RoleAssignmentArgs, opts?: pulumi.CustomResourceOptions) {
-        super(roleAssignmentProvider, name, { roleId: undefined, businessUnitId: undefined, ...args }, opts, "dataverse", "RoleAssignment");
+        super(
+            roleAssignmentProvider,
+            name,
+            { roleId: undefined, businessUnitId: undefined, ...args, providerVersion: PROVIDER_VERSION },
+            opts,
+            "dataverse",
+            "RoleAssignment",
+        );
     }
 }

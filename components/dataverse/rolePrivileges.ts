@@ -1,10 +1,21 @@
 import * as pulumi from "@pulumi/pulumi";
 import { PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
 import { sharedClient, DataverseClient, odataGuid, odataString } from "./client";
-import { CheckFailure, depthRank, isNotFound, isUnknown, mustBeInstanceUrl, mustNotBeEmpty, validateField } from "./common";
+import {
+    CheckFailure,
+    depthRank,
+    isNotFound,
+    isUnknown,
+    mustBeInstanceUrl,
+    mustNotBeEmpty,
+    validateField,
+    providerChanged,
+    Versioned,
+} from "./common";
+import { PROVIDER_VERSION } from "./providerVersion";
 import { findRole, rootBusinessUnitId } from "./roles";
 
-export interface RolePrivilegesInputs {
+export interface RolePrivilegesInputs extends Versioned {
     instanceUrl: string;
     roleName: string;
     /** Each privilege at its least depth; deeper grants made by others are left alone. */
@@ -210,7 +221,7 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
         const drifted = Array.isArray(news.privileges) && news.privileges.some((g) => rank(olds.currentDepths?.[g.name]) < rank(g.depth));
         const changed =
             JSON.stringify(olds.privileges) !== JSON.stringify(news.privileges) || olds.solutionVersion !== news.solutionVersion;
-        return { changes: replaces.length > 0 || drifted || changed, replaces };
+        return { changes: replaces.length > 0 || drifted || changed || providerChanged(olds, news), replaces };
     },
 
     async create(inputs: RolePrivilegesInputs) {
@@ -285,7 +296,7 @@ export class RolePrivileges extends pulumi.dynamic.Resource {
         super(
             rolePrivilegesProvider,
             name,
-            { roleId: undefined, previousDepths: undefined, currentDepths: undefined, ...args },
+            { roleId: undefined, previousDepths: undefined, currentDepths: undefined, ...args, providerVersion: PROVIDER_VERSION },
             opts,
             "dataverse",
             "RolePrivileges",

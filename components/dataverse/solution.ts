@@ -1,10 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
-import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField } from "./common";
+import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField, providerChanged, Versioned } from "./common";
+import { PROVIDER_VERSION } from "./providerVersion";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
 
 /** Inputs of the solution resource, as the engine stores them. */
-export interface SolutionInputs {
+export interface SolutionInputs extends Versioned {
     instanceUrl: string;
     /** Local path or https URL of the managed solution zip. */
     source: string;
@@ -205,7 +206,8 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         }
         const changed =
             (["source", "version", "sha256", "importTimeoutMinutes", "retainOnDelete"] as const).some((k) => olds[k] !== news[k]) ||
-            olds.installedVersion !== news.version;
+            olds.installedVersion !== news.version ||
+            providerChanged(olds, news);
         return { changes: replaces.length > 0 || changed, replaces };
     },
 
@@ -273,6 +275,7 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
                 installedVersion: undefined,
                 adopted: undefined,
                 ...args,
+                providerVersion: PROVIDER_VERSION,
             },
             opts,
             "dataverse",
