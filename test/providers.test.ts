@@ -159,6 +159,16 @@ describe("Solution", () => {
         expect(first.state.id).toBe(adopted.state.id);
     });
 
+    it("never starts an import twice when the answer to the first was lost", async () => {
+        emulator.injectFault({ method: "POST", path: /ImportSolutionAsync/ }, 1, { kind: "resetAfter" });
+        const { state } = await engineFor("Solution").up(inputs(zips.v1));
+        expect(state.outputs.installedVersion).toBe("1.0.0.0");
+        expect(writesSince(0)).toEqual(["POST ImportSolutionAsync"]);
+        expect(host.output).toMatch(
+            /answer to ImportSolutionAsync for MicrosoftMarketplacesLeadIntegrationSolution was lost; watching the solutions table/,
+        );
+    });
+
     it("rejects a missing package in check, naming the field", async () => {
         await expect(engineFor("Solution").up(inputs("/nonexistent/lead-writer.zip"))).rejects.toThrow(
             /check failed: source: .*no such file/i,
@@ -232,11 +242,21 @@ describe("ApplicationUser", () => {
         expect(writesSince(mark)).toEqual([]);
     });
 
-    it("settles a create whose answer was lost by reading again", async () => {
+    it("adopts the user when the create was carried out but its answer was lost", async () => {
+        emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ }, 1, { kind: "resetAfter" });
+        const { state } = await engineFor("ApplicationUser").up(inputs());
+        expect(liveUsers(APP_ID)).toHaveLength(1);
+        expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+        expect(writesSince(0)).toEqual(["POST systemusers"]);
+    });
+
+    it("settles a create that never reached the service by reading again and creating", async () => {
         emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers/ }, 1, { kind: "reset" });
         const { state } = await engineFor("ApplicationUser").up(inputs());
         expect(liveUsers(APP_ID)).toHaveLength(1);
         expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
+        // The reset came before the service acted: one POST lost, one that created the user.
+        expect(writesSince(0)).toEqual(["POST systemusers", "POST systemusers"]);
     });
 
     it("removes a soft-deleted leftover that would block the create", async () => {

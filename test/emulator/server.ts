@@ -53,13 +53,18 @@ export interface EmulatorOptions {
     port?: number;
     /** When set, only these bearer tokens are accepted; each maps to the principal it authenticates as. Default: any non-empty token authenticates as the seeded administrator. */
     tokens?: Record<string, { applicationId: string } | "admin">;
-    /** How many GETs of an import's asyncoperation answer "in progress" before it completes (default 2). */
+    /**
+     * How many requests an import or uninstall stays "in progress" for (default 2). Each request to the emulator moves
+     * running work one step on, as time passes for the real service whether or not anyone polls.
+     */
     importPolls?: number;
 }
 export type Fault =
     | { kind: "status"; status: number; retryAfter?: string; code?: string; message?: string }
     | { kind: "delay"; ms: number }
-    | { kind: "reset" };
+    | { kind: "reset" }
+    /** Carry the request out, then drop the connection without answering (a lost answer). */
+    | { kind: "resetAfter" };
 export interface RequestLogEntry {
     method: string;
     /** Path + query, decoded. */
@@ -283,6 +288,8 @@ class DataverseEmulator implements Emulator {
             return;
         }
         if (fault?.kind === "delay") await sleep(fault.ms);
+        // The service keeps working between requests: each request moves every running operation one step on.
+        for (const op of this.state.asyncOperations) this.advance(op);
 
         let reply: Reply;
         if (fault?.kind === "status") {
@@ -297,6 +304,11 @@ class DataverseEmulator implements Emulator {
             }
         }
         entry.status = reply.status;
+        if (fault?.kind === "resetAfter") {
+            // Carried out, but the answer is lost: the caller cannot tell whether it happened.
+            req.socket.destroy();
+            return;
+        }
         const headers: Record<string, string> = { "OData-Version": "4.0", ...reply.headers };
         if (reply.body === undefined) {
             res.writeHead(reply.status, headers);
@@ -568,10 +580,6 @@ class DataverseEmulator implements Emulator {
         const expand = this.parseExpandFor(set.shape, params.get("$expand"));
         let depth: PrivilegeDepthName | null = null;
         if (setName === "leads") depth = this.requirePrivilege(caller, "prvReadLead", "lead");
-        if (setName === "asyncoperations") {
-            const op = this.state.asyncOperations.find((o) => o.asyncoperationid === id);
-            if (op !== undefined) this.advance(op);
-        }
         const record = set.records(this.state).find((r) => String(r[set.shape.key]).toLowerCase() === id);
         if (record === undefined) throw notFound(set.shape.logicalName, id);
         if (setName === "leads" && !this.reaches(caller, depth, String(record._ownerid_value))) {
