@@ -689,6 +689,19 @@ describe("solution import", () => {
         });
     });
 
+    test("running work moves on with every request, polled or not, as time passes for the real service", async () => {
+        const { asyncId } = await importSolution({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true });
+        await client().get("WhoAmI");
+        await client().get("WhoAmI");
+        const solutions = await client().get(
+            q("solutions", { $select: "uniquename,version", $filter: `uniquename eq '${LEAD_WRITER_SOLUTION_UNIQUE_NAME}'` }),
+        );
+        expect((solutions.data as Collection<Row>).value).toEqual([
+            expect.objectContaining({ uniquename: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0" }),
+        ]);
+        expect((await client().get(`asyncoperations(${asyncId})`)).data).toMatchObject({ statecode: 3, statuscode: 30 });
+    });
+
     test("importPolls 0 completes the operation on its first GET", async () => {
         await emu.close();
         emu = await startEmulator({ importPolls: 0 });
@@ -851,6 +864,14 @@ describe("faults and the request log", () => {
         const res = await client().get("WhoAmI");
         expect(res.status).toBe(200);
         expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    });
+
+    test("resetAfter carries the request out and then drops the answer", async () => {
+        emu.injectFault({ method: "POST", path: /leads$/ }, 1, { kind: "resetAfter" });
+        await expect(client().post("leads", LEAD)).rejects.toMatchObject({
+            code: expect.stringMatching(/ECONNRESET|ERR_BAD_RESPONSE|EPIPE/),
+        });
+        expect(emu.state.leads.map((l) => l.subject)).toEqual([LEAD.subject]);
     });
 
     test("every request is logged with decoded path + query, body, status, time and principal", async () => {
