@@ -37,6 +37,8 @@ const SCOPE = `${INSTANCE_URL}/.default`;
 const TOKEN = "eyJ0eXAi.secret-bearer-7f3a9c";
 const APP_ID = "11111111-2222-4333-8444-555555555555";
 const MISSING_ID = "0badc0de-0000-4000-8000-000000000001";
+/** An application user in the root business unit, as the contract creates one. */
+const APP_USER = { applicationid: APP_ID, accessmode: 4, "businessunitid@odata.bind": `/businessunits(${ROOT_BUSINESS_UNIT_ID})` };
 const LEAD = { subject: "MSFT_TEST_638000000000000000", lastname: "MSFT_TEST", firstname: "Test", leadsourcecode: 8 };
 
 type Row = Record<string, unknown>;
@@ -854,11 +856,7 @@ describe("entity operations against the emulator", () => {
         emu.registerApplication(APP_ID);
         const client = newClient();
 
-        const id = await client.create("systemusers", {
-            applicationid: APP_ID,
-            accessmode: 4,
-            "businessunitid@odata.bind": `/businessunits(${ROOT_BUSINESS_UNIT_ID})`,
-        });
+        const id = await client.create("systemusers", APP_USER);
 
         const row = emu.state.systemUsers.find((u) => u.applicationid === APP_ID);
         expect(id).toBe(row?.systemuserid);
@@ -881,13 +879,7 @@ describe("entity operations against the emulator", () => {
     test("a service error on create() is the service's, not a missing-header error", async () => {
         const client = newClient();
 
-        const err = await failureOf(
-            client.create("systemusers", {
-                applicationid: APP_ID,
-                accessmode: 4,
-                "businessunitid@odata.bind": `/businessunits(${ROOT_BUSINESS_UNIT_ID})`,
-            }),
-        );
+        const err = await failureOf(client.create("systemusers", APP_USER));
 
         expect(err.status).toBe(400);
         expect(err.hasCode(ErrorCodes.azureApplicationIdNotFound)).toBe(true);
@@ -897,11 +889,7 @@ describe("entity operations against the emulator", () => {
     test("associate and disassociate round-trip through systemuserroles_association", async () => {
         emu.registerApplication(APP_ID);
         const client = newClient();
-        const userId = await client.create("systemusers", {
-            applicationid: APP_ID,
-            accessmode: 4,
-            "businessunitid@odata.bind": `/businessunits(${ROOT_BUSINESS_UNIT_ID})`,
-        });
+        const userId = await client.create("systemusers", APP_USER);
         const roles = async (): Promise<string[]> => {
             const user = await client.get<{ systemuserroles_association: { roleid: string; name: string }[] }>(`systemusers(${userId})`, {
                 $select: "fullname",
@@ -928,11 +916,7 @@ describe("entity operations against the emulator", () => {
     test("associate() is replayed after a connection reset, leaving one link", async () => {
         emu.registerApplication(APP_ID);
         const client = newClient();
-        const userId = await client.create("systemusers", {
-            applicationid: APP_ID,
-            accessmode: 4,
-            "businessunitid@odata.bind": `/businessunits(${ROOT_BUSINESS_UNIT_ID})`,
-        });
+        const userId = await client.create("systemusers", APP_USER);
         emu.injectFault({ method: "POST", path: /\/\$ref$/ }, 1, { kind: "reset" });
 
         await client.associate("systemusers", userId, "systemuserroles_association", "roles", SYSTEM_ADMINISTRATOR_ROLE_ID);
