@@ -333,6 +333,53 @@ describe("ApplicationUser", () => {
     });
 });
 
+describe("preview with values not known yet", () => {
+    const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+    it.each([
+        ["ApplicationUser", { ...V, instanceUrl: INSTANCE, applicationId: UNKNOWN, businessUnitId: "" }],
+        ["RoleAssignment", { ...V, instanceUrl: INSTANCE, systemUserId: UNKNOWN, roleName: LEAD_WRITER_ROLE_NAME }],
+        [
+            "RolePrivileges",
+            {
+                ...V,
+                instanceUrl: INSTANCE,
+                roleName: LEAD_WRITER_ROLE_NAME,
+                privileges: [...GUIDE_ROLE_PRIVILEGES],
+                solutionVersion: UNKNOWN,
+            },
+        ],
+        ["Solution", { ...V, instanceUrl: UNKNOWN, source: UNKNOWN, importTimeoutMinutes: 30, retainOnDelete: false }],
+    ])("%s passes check without calling Dataverse", async (type, news) => {
+        const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!;
+        const result = await host.call<{ failures?: unknown[] }>(provider, "check", {}, news);
+        expect(result.failures ?? []).toEqual([]);
+        expect(emulator.requests).toHaveLength(0);
+    });
+
+    it("diffs a solution whose package version is not known yet as a change, not an error", async () => {
+        const provider = providers.get("pulumi-nodejs:dynamic/dataverse:Solution")!;
+        const olds = {
+            ...V,
+            instanceUrl: INSTANCE,
+            source: "s.zip",
+            importTimeoutMinutes: 30,
+            retainOnDelete: false,
+            uniqueName: "Lead",
+            version: "1.0.0.0",
+            managed: true,
+            sha256: "a",
+            installedVersion: "1.0.0.0",
+        };
+        const diff = await host.call(provider, "diff", "id", olds, {
+            ...olds,
+            installedVersion: undefined,
+            version: UNKNOWN,
+            sha256: UNKNOWN,
+        });
+        expect(diff).toEqual({ changes: true, replaces: [] });
+    });
+});
+
 describe("a whole stack", () => {
     it("comes up in dependency order, re-runs without a write, and destroys back to the instance it found", async () => {
         const before = JSON.parse(JSON.stringify(emulator.state)) as typeof emulator.state;
