@@ -16,7 +16,7 @@ import {
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
-import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/config";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
@@ -27,6 +27,27 @@ let emulator: Emulator;
 let host: ProviderHost;
 let providers: Map<string, string>;
 let zips: Record<"v1" | "v1_1" | "v0_9", string>;
+
+/** Inputs as the program passes them to each provider. */
+const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
+    ...V,
+    instanceUrl: INSTANCE,
+    source,
+    importTimeoutMinutes: 1,
+    retainOnDelete: false,
+    ...extra,
+});
+const userInputs = (applicationId = APP_ID, businessUnitId = "") => ({ ...V, instanceUrl: INSTANCE, applicationId, businessUnitId });
+const linkInputs = (systemUserId: string) => ({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
+const grantInputs = (privileges: readonly PrivilegeGrant[] = GUIDE_ROLE_PRIVILEGES, solutionVersion: unknown = "1.0.0.0") => ({
+    ...V,
+    instanceUrl: INSTANCE,
+    roleName: LEAD_WRITER_ROLE_NAME,
+    privileges: [...privileges],
+    solutionVersion,
+});
+/** Solution inputs once check has read the package. */
+const checkedSolution = { ...solutionInputs("s.zip"), uniqueName: "Lead", version: "1.0.0.0", managed: true, sha256: "a" };
 
 function engineFor(type: string): EngineSimulator {
     const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`);
@@ -97,14 +118,7 @@ it("serializes one provider per Dataverse resource, loading packages by name", (
 });
 
 describe("Solution", () => {
-    const inputs = (source: string, extra: Record<string, unknown> = {}) => ({
-        ...V,
-        instanceUrl: INSTANCE,
-        source,
-        importTimeoutMinutes: 1,
-        retainOnDelete: false,
-        ...extra,
-    });
+    const inputs = solutionInputs;
 
     it("imports the package, then a re-run makes no write, and destroy uninstalls it", async () => {
         const engine = engineFor("Solution");
@@ -178,7 +192,7 @@ describe("Solution", () => {
 });
 
 describe("ApplicationUser", () => {
-    const inputs = (applicationId = APP_ID, businessUnitId = "") => ({ ...V, instanceUrl: INSTANCE, applicationId, businessUnitId });
+    const inputs = userInputs;
 
     it("creates a non-interactive user in the root business unit; a re-run writes nothing", async () => {
         emulator.requests.length = 0;
@@ -336,19 +350,10 @@ describe("ApplicationUser", () => {
 describe("preview with values not known yet", () => {
     const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
     it.each([
-        ["ApplicationUser", { ...V, instanceUrl: INSTANCE, applicationId: UNKNOWN, businessUnitId: "" }],
-        ["RoleAssignment", { ...V, instanceUrl: INSTANCE, systemUserId: UNKNOWN, roleName: LEAD_WRITER_ROLE_NAME }],
-        [
-            "RolePrivileges",
-            {
-                ...V,
-                instanceUrl: INSTANCE,
-                roleName: LEAD_WRITER_ROLE_NAME,
-                privileges: [...GUIDE_ROLE_PRIVILEGES],
-                solutionVersion: UNKNOWN,
-            },
-        ],
-        ["Solution", { ...V, instanceUrl: UNKNOWN, source: UNKNOWN, importTimeoutMinutes: 30, retainOnDelete: false }],
+        ["ApplicationUser", userInputs(UNKNOWN)],
+        ["RoleAssignment", linkInputs(UNKNOWN)],
+        ["RolePrivileges", grantInputs(GUIDE_ROLE_PRIVILEGES, UNKNOWN)],
+        ["Solution", solutionInputs(UNKNOWN, { instanceUrl: UNKNOWN })],
     ])("%s passes check without calling Dataverse", async (type, news) => {
         const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!;
         const result = await host.call<{ failures?: unknown[] }>(provider, "check", {}, news);
@@ -358,18 +363,7 @@ describe("preview with values not known yet", () => {
 
     it("diffs a solution whose package version is not known yet as a change, not an error", async () => {
         const provider = providers.get("pulumi-nodejs:dynamic/dataverse:Solution")!;
-        const olds = {
-            ...V,
-            instanceUrl: INSTANCE,
-            source: "s.zip",
-            importTimeoutMinutes: 30,
-            retainOnDelete: false,
-            uniqueName: "Lead",
-            version: "1.0.0.0",
-            managed: true,
-            sha256: "a",
-            installedVersion: "1.0.0.0",
-        };
+        const olds = { ...checkedSolution, installedVersion: "1.0.0.0" };
         const diff = await host.call(provider, "diff", "id", olds, {
             ...olds,
             installedVersion: undefined,
@@ -383,38 +377,18 @@ describe("preview with values not known yet", () => {
 describe("a whole stack", () => {
     it("comes up in dependency order, re-runs without a write, and destroys back to the instance it found", async () => {
         const before = JSON.parse(JSON.stringify(emulator.state)) as typeof emulator.state;
-        const solution = await engineFor("Solution").up({
-            ...V,
-            ...V,
-            instanceUrl: INSTANCE,
-            source: zips.v1,
-            importTimeoutMinutes: 1,
-            retainOnDelete: false,
-        });
-        const user = await engineFor("ApplicationUser").up({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
-        const link = { ...V, instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
-        const grants = {
-            ...V,
-            ...V,
-            instanceUrl: INSTANCE,
-            roleName: LEAD_WRITER_ROLE_NAME,
-            privileges: [...GUIDE_ROLE_PRIVILEGES],
-            solutionVersion: solution.state.outputs.installedVersion,
-        };
+        const solution = await engineFor("Solution").up(solutionInputs(zips.v1));
+        const user = await engineFor("ApplicationUser").up(userInputs());
+        const link = linkInputs(user.state.id);
+        const grants = grantInputs(GUIDE_ROLE_PRIVILEGES, solution.state.outputs.installedVersion);
         const assignment = await engineFor("RoleAssignment").up(link);
         const privileges = await engineFor("RolePrivileges").up(grants);
         expect([solution.op, user.op, assignment.op, privileges.op]).toEqual(["create", "create", "create", "create"]);
 
         const mark = emulator.requests.length;
         const again = [
-            await engineFor("Solution").up(
-                { ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false },
-                (await engineFor("Solution").refresh(solution.state))!,
-            ),
-            await engineFor("ApplicationUser").up(
-                { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" },
-                (await engineFor("ApplicationUser").refresh(user.state))!,
-            ),
+            await engineFor("Solution").up(solutionInputs(zips.v1), (await engineFor("Solution").refresh(solution.state))!),
+            await engineFor("ApplicationUser").up(userInputs(), (await engineFor("ApplicationUser").refresh(user.state))!),
             await engineFor("RoleAssignment").up(link, (await engineFor("RoleAssignment").refresh(assignment.state))!),
             await engineFor("RolePrivileges").up(grants, (await engineFor("RolePrivileges").refresh(privileges.state))!),
         ];
@@ -438,27 +412,17 @@ describe("a whole stack", () => {
 describe("a new release", () => {
     it("updates every resource once, writing nothing to Dataverse, so the new provider code is what destroy runs", async () => {
         const next = { providerVersion: "9.9.9" };
-        const solutionInputs = { ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false };
-        const solution = await engineFor("Solution").up(solutionInputs);
-        const userInputs = { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
-        const user = await engineFor("ApplicationUser").up(userInputs);
-        const linkInputs = { ...V, instanceUrl: INSTANCE, systemUserId: user.state.id, roleName: LEAD_WRITER_ROLE_NAME };
-        const link = await engineFor("RoleAssignment").up(linkInputs);
-        const grantInputs = {
-            ...V,
-            instanceUrl: INSTANCE,
-            roleName: LEAD_WRITER_ROLE_NAME,
-            privileges: [...GUIDE_ROLE_PRIVILEGES],
-            solutionVersion: "1.0.0.0",
-        };
-        const grants = await engineFor("RolePrivileges").up(grantInputs);
+        const solution = await engineFor("Solution").up(solutionInputs(zips.v1));
+        const user = await engineFor("ApplicationUser").up(userInputs());
+        const link = await engineFor("RoleAssignment").up(linkInputs(user.state.id));
+        const grants = await engineFor("RolePrivileges").up(grantInputs());
 
         const mark = emulator.requests.length;
         const released = [
-            await engineFor("Solution").up({ ...solutionInputs, ...next }, solution.state),
-            await engineFor("ApplicationUser").up({ ...userInputs, ...next }, user.state),
-            await engineFor("RoleAssignment").up({ ...linkInputs, ...next }, link.state),
-            await engineFor("RolePrivileges").up({ ...grantInputs, ...next }, grants.state),
+            await engineFor("Solution").up({ ...solutionInputs(zips.v1), ...next }, solution.state),
+            await engineFor("ApplicationUser").up({ ...userInputs(), ...next }, user.state),
+            await engineFor("RoleAssignment").up({ ...linkInputs(user.state.id), ...next }, link.state),
+            await engineFor("RolePrivileges").up({ ...grantInputs(), ...next }, grants.state),
         ];
         expect(released.map((r) => r.op)).toEqual(["update", "update", "update", "update"]);
         expect(writesSince(mark)).toEqual([]);
@@ -470,26 +434,10 @@ describe("a new release", () => {
 });
 
 describe("diff", () => {
-    const solution = {
-        ...V,
-        instanceUrl: INSTANCE,
-        source: "s.zip",
-        importTimeoutMinutes: 30,
-        retainOnDelete: false,
-        uniqueName: "Lead",
-        version: "1.0.0.0",
-        managed: true,
-        sha256: "a",
-    };
-    const user = { ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" };
-    const link = { ...V, instanceUrl: INSTANCE, systemUserId: APP_ID, roleName: LEAD_WRITER_ROLE_NAME };
-    const grants = {
-        ...V,
-        instanceUrl: INSTANCE,
-        roleName: LEAD_WRITER_ROLE_NAME,
-        privileges: [...GUIDE_ROLE_PRIVILEGES],
-        solutionVersion: "1.0.0.0",
-    };
+    const solution = checkedSolution;
+    const user = userInputs();
+    const link = linkInputs(APP_ID);
+    const grants = grantInputs();
     const current = Object.fromEntries(GUIDE_ROLE_PRIVILEGES.map((g) => [g.name, g.depth]));
     const cases: [
         string,
@@ -587,18 +535,12 @@ describe("RoleAssignment and RolePrivileges", () => {
     let user: ResourceState;
 
     beforeEach(async () => {
-        await engineFor("Solution").up({ ...V, instanceUrl: INSTANCE, source: zips.v1, importTimeoutMinutes: 1, retainOnDelete: false });
-        user = (await engineFor("ApplicationUser").up({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" })).state;
+        await engineFor("Solution").up(solutionInputs(zips.v1));
+        user = (await engineFor("ApplicationUser").up(userInputs())).state;
     }, 30_000);
 
-    const assignment = () => ({ ...V, instanceUrl: INSTANCE, systemUserId: user.id, roleName: LEAD_WRITER_ROLE_NAME });
-    const privileges = (grants = GUIDE_ROLE_PRIVILEGES) => ({
-        ...V,
-        instanceUrl: INSTANCE,
-        roleName: LEAD_WRITER_ROLE_NAME,
-        privileges: grants,
-        solutionVersion: "1.0.0.0",
-    });
+    const assignment = () => linkInputs(user.id);
+    const privileges = (grants: readonly PrivilegeGrant[] = GUIDE_ROLE_PRIVILEGES) => grantInputs(grants);
     const links = () => emulator.state.userRoles.filter((l) => l.systemuserid === user.id).map((l) => l.roleid);
 
     it("assigns the role, re-adds a link someone removed, and unlinks on destroy", async () => {
@@ -623,14 +565,7 @@ describe("RoleAssignment and RolePrivileges", () => {
 
     it("assigns the copy of the role in the user's own business unit", async () => {
         await engineFor("ApplicationUser").destroy(user);
-        user = (
-            await engineFor("ApplicationUser").up({
-                ...V,
-                instanceUrl: INSTANCE,
-                applicationId: APP_ID,
-                businessUnitId: CHILD_BUSINESS_UNIT_ID,
-            })
-        ).state;
+        user = (await engineFor("ApplicationUser").up(userInputs(APP_ID, CHILD_BUSINESS_UNIT_ID))).state;
         const { state } = await engineFor("RoleAssignment").up(assignment());
         expect(links()).toEqual([leadWriterRole(CHILD_BUSINESS_UNIT_ID)!.roleid]);
         expect(state.outputs.businessUnitId).toBe(CHILD_BUSINESS_UNIT_ID);
