@@ -93,13 +93,23 @@ function depthsOf(names: string[], privileges: Map<string, PrivilegeRow>, held: 
     );
 }
 
-/** Sets privileges to exactly the given depths: removes, or lowers by removing and adding again. */
+/**
+ * Puts back the recorded depth of each named privilege that is now deeper than it was: removes it, or lowers it by
+ * removing and adding it again. Privileges at or below their recorded depth are left alone.
+ */
 async function restore(
     client: DataverseClient,
     roleId: string,
     businessUnitId: string,
-    targets: { row: PrivilegeRow; depth: PrivilegeDepth | null }[],
+    names: string[],
+    previousDepths: DepthsByName,
+    privileges: Map<string, PrivilegeRow>,
+    held: Map<string, RolePrivilege>,
 ): Promise<void> {
+    const now = depthsOf(names, privileges, held);
+    const targets = names
+        .filter((name) => rank(previousDepths[name]) < rank(now[name]))
+        .map((name) => ({ row: privileges.get(name.toLowerCase())!, depth: previousDepths[name] ?? null }));
     for (const { row } of targets) {
         await client.boundAction(
             "roles",
@@ -169,18 +179,14 @@ async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs)
         );
     }
     if (sameRole && dropped.length > 0) {
-        const heldNow = depthsOf(
-            dropped.map((d) => d.name),
-            privileges,
-            held,
-        );
         await restore(
             client,
             role.roleid,
             businessUnitId,
-            dropped
-                .filter((d) => rank(olds.previousDepths[d.name]) < rank(heldNow[d.name]))
-                .map((d) => ({ row: privileges.get(d.name.toLowerCase())!, depth: olds.previousDepths[d.name] ?? null })),
+            dropped.map((d) => d.name),
+            olds.previousDepths,
+            privileges,
+            held,
         );
     }
 
@@ -254,19 +260,16 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
         const client = sharedClient(props.instanceUrl);
         try {
             const privileges = await lookUpPrivileges(client, props.privileges);
-            const now = depthsOf(
-                props.privileges.map((g) => g.name),
-                privileges,
-                await readDepths(client, props.roleId),
-            );
+            const held = await readDepths(client, props.roleId);
             const businessUnitId = await rootBusinessUnitId(client);
             await restore(
                 client,
                 props.roleId,
                 businessUnitId,
-                props.privileges
-                    .filter((g) => rank(props.previousDepths[g.name]) < rank(now[g.name]))
-                    .map((g) => ({ row: privileges.get(g.name.toLowerCase())!, depth: props.previousDepths[g.name] ?? null })),
+                props.privileges.map((g) => g.name),
+                props.previousDepths,
+                privileges,
+                held,
             );
         } catch (err) {
             if (!isNotFound(err)) throw err;
