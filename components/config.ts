@@ -55,6 +55,8 @@ export interface StackConfig {
     businessUnitId?: string;
     /** Local path or https URL of the managed solution zip. */
     solutionSource: string;
+    /** sha256 the solution zip must have, 64 lowercase hex digits; undefined: pinned by the first import. */
+    solutionSha256?: string;
     solutionImportTimeoutMinutes: number;
     /** Keep the solution installed when the stack is destroyed. */
     retainSolutionOnDelete: boolean;

@@ -62,6 +62,7 @@ export class LeadManagement extends pulumi.ComponentResource {
                 source: config.solutionSource,
                 importTimeoutMinutes: config.solutionImportTimeoutMinutes,
                 retainOnDelete: config.retainSolutionOnDelete,
+                expectedSha256: config.solutionSha256,
             },
             { parent: this },
         );

@@ -12,7 +12,6 @@ import {
     DataverseError,
     ErrorCodes,
     clientFromEnvironment,
-    downloadFile,
     entityIdFromHeader,
     odataGuid,
     odataString,
@@ -1086,31 +1085,5 @@ describe("clientFromEnvironment", () => {
         expect(err.status).toBe(503);
         expect(apiRequests()).toHaveLength(2);
         expect(retries).toHaveLength(1);
-    });
-});
-
-describe("downloadFile", () => {
-    test("returns the bytes of a 200", async () => {
-        const bytes = Buffer.from([0x50, 0x4b, 0x03, 0x04, 0x00, 0xff]);
-        const stub = await startStub((_req, res) => {
-            res.writeHead(200, { "Content-Type": "application/zip" });
-            res.end(bytes);
-        });
-
-        const file = await downloadFile(`${stub.origin}/documentation/solution.zip`);
-
-        expect(Buffer.compare(file, bytes)).toBe(0);
-        expect(stub.urls).toEqual(["/documentation/solution.zip"]);
-    });
-
-    test("fails at once on a 404, naming the URL and status", async () => {
-        const stub = await startStub((_req, res) => {
-            res.writeHead(404, "The specified blob does not exist.");
-            res.end();
-        });
-        const url = `${stub.origin}/documentation/missing.zip`;
-
-        await expect(downloadFile(url)).rejects.toThrow(`Downloading ${url} failed: 404 The specified blob does not exist.`);
-        expect(stub.urls).toHaveLength(1);
     });
 });

@@ -194,21 +194,101 @@ export function sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Downloads a file over https (the managed solution package), with the same bounded retries on transient failures. */
+/**
+ * A URL as it may be quoted in a message: its query and fragment (a SAS token, a signature) become `?<redacted>`
+ * and user info becomes `<redacted>@`. Anything that is not a URL (a local path) is returned as it is.
+ */
+export function redactUrl(text: string): string {
+    const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*@)?([^?#]*)([?#][\s\S]*)?$/i.exec(text);
+    if (!match) return text;
+    const [, scheme, userInfo, rest, query] = match;
+    return `${scheme}${userInfo ? "<redacted>@" : ""}${rest}${query ? "?<redacted>" : ""}`;
+}
+
+/** Redirects followed on the same host before a download gives up. */
+export const MAX_DOWNLOAD_REDIRECTS = 5;
+const REDIRECT_STATUS: readonly number[] = [301, 302, 303, 307, 308];
+
+/** The https URL a download may fetch: anything else is refused before a request is made. */
+function downloadUrl(url: string): URL {
+    let parsed: URL;
+    try {
+        parsed = new URL(url);
+    } catch {
+        throw new Error(`${redactUrl(url)} is not a URL`);
+    }
+    if (parsed.protocol !== "https:") {
+        throw new Error(`${redactUrl(url)} is not an https URL: packages are downloaded over https only`);
+    }
+    return parsed;
+}
+
+/**
+ * Where a download may go next after a redirect from `current` (the download started at `source`): only to https
+ * on the same host, and at most {@link MAX_DOWNLOAD_REDIRECTS} times. A redirect to another host is refused, since
+ * the package would then come from somewhere the configuration never named.
+ */
+export function redirectTarget(source: string, current: string, location: string | undefined, redirectsSoFar: number): string {
+    const quoted = redactUrl(source);
+    if (redirectsSoFar >= MAX_DOWNLOAD_REDIRECTS) {
+        throw new Error(`Downloading ${quoted} failed: more than ${MAX_DOWNLOAD_REDIRECTS} redirects`);
+    }
+    if (!location) {
+        throw new Error(`Downloading ${quoted} failed: a redirect without a Location header`);
+    }
+    let target: URL;
+    try {
+        target = new URL(location, current);
+    } catch {
+        throw new Error(`Downloading ${quoted} failed: a redirect to an invalid URL`);
+    }
+    if (target.protocol !== "https:") {
+        throw new Error(`Downloading ${quoted} failed: it redirects to ${redactUrl(target.href)}, which is not https`);
+    }
+    const host = new URL(source).host;
+    if (target.host !== host) {
+        throw new Error(
+            `Downloading ${quoted} failed: it redirects to another host (${target.host}); redirects are followed on ${host} only. Point solutionSource at the final URL if you trust it.`,
+        );
+    }
+    return target.href;
+}
+
+/**
+ * Downloads a file over https (the managed solution package), with the same bounded retries on transient failures.
+ * Redirects are followed only on the same host (see {@link redirectTarget}); messages never quote the URL's query.
+ */
 export async function downloadFile(url: string, timeoutMs = 120_000): Promise<Buffer> {
+    downloadUrl(url);
+    const quoted = redactUrl(url);
+    let current = url;
+    let redirects = 0;
     for (let attempt = 1; ; attempt++) {
         const response = await axios
-            .get<ArrayBuffer>(url, { responseType: "arraybuffer", timeout: timeoutMs, validateStatus: () => true })
+            .get<ArrayBuffer>(current, {
+                responseType: "arraybuffer",
+                timeout: timeoutMs,
+                validateStatus: () => true,
+                // Redirects are judged here, not by axios: it would follow them to any host.
+                maxRedirects: 0,
+            })
             .catch((err: { code?: string; message: string }) => ({
                 status: 0,
-                statusText: `${err.code ?? ""} ${err.message}`,
+                statusText: `${err.code ?? ""} ${err.message.split(current).join(redactUrl(current))}`,
                 data: undefined,
+                headers: {} as Record<string, unknown>,
             }));
         if (response.status === 200 && response.data) {
             return Buffer.from(response.data);
         }
+        if (REDIRECT_STATUS.includes(response.status)) {
+            const location = response.headers["location"];
+            current = redirectTarget(url, current, typeof location === "string" ? location : undefined, redirects++);
+            attempt--; // following a redirect is not a retry
+            continue;
+        }
         if (attempt >= 3 || (response.status !== 0 && !RETRYABLE_STATUS.includes(response.status))) {
-            throw new Error(`Downloading ${url} failed: ${response.status} ${response.statusText}`);
+            throw new Error(`Downloading ${quoted} failed: ${response.status} ${response.statusText}`);
         }
         await sleep(1000 * attempt);
     }
@@ -457,16 +537,62 @@ export class DataverseClient {
     }
 }
 
+function isLoopbackHost(hostname: string): boolean {
+    // URL normalises 127.1 to 127.0.0.1 and [0:0:0:0:0:0:0:1] to [::1].
+    return hostname === "localhost" || hostname === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+/**
+ * The origin `DATAVERSE_ENDPOINT` names, checked before a token could go there: a loopback origin over http or
+ * https (an emulator, a local proxy), any other origin over https only. Refuses anything else, naming the variable.
+ */
+export function parseDataverseEndpoint(value: string): string {
+    const refuse = (why: string) =>
+        new Error(
+            `DATAVERSE_ENDPOINT "${redactUrl(value)}" ${why}. Set it to an origin: https://<host>[:<port>], or http:// only for a loopback host (127.0.0.1, localhost, [::1]); or unset it to call the instance.`,
+        );
+    let url: URL;
+    try {
+        url = new URL(value);
+    } catch {
+        throw refuse("is not a URL");
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+        throw refuse(`uses ${url.protocol.replace(/:$/, "")}, not http(s)`);
+    }
+    if (url.username || url.password) {
+        throw refuse("carries user info");
+    }
+    if (url.pathname !== "/" || value.includes("?") || value.includes("#")) {
+        throw refuse("has a path, query or fragment; the /api/data/v9.2/ path is added by the client");
+    }
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+        throw refuse("uses http to a host that is not loopback: the bearer token would cross the network unencrypted");
+    }
+    return url.origin;
+}
+
+// A plain object, not a Set: it is serialized with the providers (empty) and filled in the provider process.
+const endpointWarnings: Record<string, boolean> = {};
+
 /**
  * The client the providers use. Read at call time, never from state: `DATAVERSE_ENDPOINT` sends the requests to
- * another origin (the `/api/data/v9.2/` path stays) and `DATAVERSE_TOKEN` replaces the credential chain with a
- * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI).
+ * another origin (the `/api/data/v9.2/` path stays; see {@link parseDataverseEndpoint}) and `DATAVERSE_TOKEN`
+ * replaces the credential chain with a fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally,
+ * workload identity in CI). A set `DATAVERSE_ENDPOINT` is announced once per process, since tokens follow it.
  */
 export function clientFromEnvironment(
     instanceUrl: string,
     options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {},
 ): DataverseClient {
-    const endpoint = process.env.DATAVERSE_ENDPOINT?.trim() || undefined;
+    const configured = process.env.DATAVERSE_ENDPOINT?.trim() || undefined;
+    const endpoint = configured === undefined ? undefined : parseDataverseEndpoint(configured);
+    if (endpoint !== undefined && !endpointWarnings[endpoint]) {
+        endpointWarnings[endpoint] = true;
+        console.warn(
+            `warning: DATAVERSE_ENDPOINT is set: Dataverse requests, with their bearer tokens, go to ${endpoint} instead of the instance.`,
+        );
+    }
     const token = process.env.DATAVERSE_TOKEN?.trim() || undefined;
     return new DataverseClient({
         ...options,
@@ -481,7 +607,7 @@ const sharedClients: Record<string, DataverseClient> = {};
 
 /**
  * The client for an instance shared by all operations of one provider process, so the engine's parallel steps share
- * one token and one concurrency cap.
+ * one token and one concurrency cap. A bad `DATAVERSE_ENDPOINT` fails every call, never only the first.
  */
 export function sharedClient(instanceUrl: string): DataverseClient {
     const key = [instanceUrl, process.env.DATAVERSE_ENDPOINT ?? "", process.env.DATAVERSE_TOKEN ?? ""].join("|");

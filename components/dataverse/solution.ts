@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
+import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, redactUrl, sleep } from "./client";
 import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField, providerChanged, Versioned } from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
@@ -11,6 +11,11 @@ export interface SolutionInputs extends Versioned {
     source: string;
     importTimeoutMinutes: number;
     retainOnDelete: boolean;
+    /**
+     * The config `solutionSha256`: when set, the package must have this sha256 (64 lowercase hex digits) before
+     * anything is imported. When unset, the `sha256` recorded at the first import pins the package of that version.
+     */
+    expectedSha256?: string;
     /** Filled by `check` from the package's solution.xml. */
     uniqueName: string;
     version: string;
@@ -141,17 +146,20 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
 async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionRow; imported: boolean }> {
     const client = sharedClient(inputs.instanceUrl);
     const pkg = await loadSolutionPackage(inputs.source);
+    const source = redactUrl(inputs.source);
+    // Checked again here, not only in `check`: the bytes imported are the ones just downloaded.
+    if (inputs.expectedSha256 && pkg.sha256 !== inputs.expectedSha256) {
+        throw new Error(pinMismatch(source, pkg.sha256, inputs.expectedSha256));
+    }
     if (pkg.sha256 !== inputs.sha256) {
-        throw new Error(
-            `${inputs.source} changed between preview and update (sha256 ${inputs.sha256} → ${pkg.sha256}); run 'pulumi up' again.`,
-        );
+        throw new Error(`${source} changed between preview and update (sha256 ${inputs.sha256} → ${pkg.sha256}); run 'pulumi up' again.`);
     }
     const existing = await findSolution(client, pkg.uniqueName);
     if (existing) {
         const order = compareVersions(existing.version, pkg.version);
         if (order > 0) {
             throw new Error(
-                `${pkg.uniqueName} ${existing.version} is installed, newer than ${pkg.version} from ${inputs.source}; Dataverse cannot downgrade a solution. Point solutionSource at ${existing.version} or later.`,
+                `${pkg.uniqueName} ${existing.version} is installed, newer than ${pkg.version} from ${source}; Dataverse cannot downgrade a solution. Point solutionSource at ${existing.version} or later.`,
             );
         }
         if (existing.ismanaged !== pkg.managed) {
@@ -166,6 +174,25 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
     return { row: await importSolution(client, pkg, inputs.importTimeoutMinutes), imported: true };
 }
 
+const SHA256 = /^[0-9a-f]{64}$/;
+
+function pinMismatch(source: string, actual: string, expected: string): string {
+    return `solutionSha256: the package at ${source} has sha256 ${actual}, not the pinned ${expected}; nothing was imported. Check where the package comes from, then update solutionSha256 if the new package is the one you want.`;
+}
+
+/**
+ * With no `solutionSha256`, the package recorded in state pins its version: another package claiming the same
+ * version is refused (Dataverse would keep the old one and the state would describe a package never imported).
+ */
+function refuseSwappedPackage(olds: Partial<SolutionOutputs>, news: SolutionInputs): void {
+    if (news.expectedSha256 || isUnknown(news.sha256) || isUnknown(news.version) || !olds.sha256 || !news.sha256) return;
+    if (olds.uniqueName === news.uniqueName && olds.version === news.version && olds.sha256 !== news.sha256) {
+        throw new Error(
+            `${news.uniqueName} ${news.version} was imported from a package with sha256 ${olds.sha256}, but ${redactUrl(news.source)} now has sha256 ${news.sha256} for the same version. A changed package needs a higher version. To accept it anyway (Dataverse keeps the installed copy of ${news.version}), pin it: 'pulumi config set solutionSha256 ${news.sha256}'.`,
+        );
+    }
+}
+
 function outputs(inputs: SolutionInputs, row: SolutionRow, adopted: boolean): SolutionOutputs {
     return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted };
 }
@@ -178,16 +205,31 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         validateField(failures, "importTimeoutMinutes", news.importTimeoutMinutes, (v) => {
             if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new Error("must be a whole number of minutes, at least 1");
         });
-        if (failures.length > 0 || isUnknown(news.source)) {
+        if (news.expectedSha256 !== undefined && news.expectedSha256 !== "" && !isUnknown(news.expectedSha256)) {
+            if (typeof news.expectedSha256 !== "string" || !SHA256.test(news.expectedSha256)) {
+                failures.push({
+                    property: "expectedSha256",
+                    reason: "solutionSha256: must be 64 lowercase hex digits (sha256sum of the zip)",
+                });
+            }
+        }
+        if (failures.length > 0 || isUnknown(news.source) || isUnknown(news.expectedSha256)) {
             return { inputs: news, failures };
         }
+        const source = redactUrl(news.source);
         try {
             const pkg = await loadSolutionPackage(news.source);
+            if (news.expectedSha256 && pkg.sha256 !== news.expectedSha256) {
+                return {
+                    inputs: news,
+                    failures: [{ property: "expectedSha256", reason: pinMismatch(source, pkg.sha256, news.expectedSha256) }],
+                };
+            }
             if (!pkg.managed) {
                 return {
                     inputs: news,
                     failures: [
-                        { property: "source", reason: `source: ${news.source} is an unmanaged solution; the guide's package is managed` },
+                        { property: "source", reason: `source: ${source} is an unmanaged solution; the guide's package is managed` },
                     ],
                 };
             }
@@ -201,11 +243,15 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         const replaces = (["instanceUrl", "uniqueName"] as const).filter((k) => olds[k] !== news[k]);
         if (replaces.length === 0 && !isUnknown(news.version) && compareVersions(news.version, olds.installedVersion) < 0) {
             throw new Error(
-                `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${news.source} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
+                `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${redactUrl(news.source)} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
             );
         }
+        // Refused here, in preview, rather than at update: the earliest point that sees both the state and the package.
+        if (replaces.length === 0) refuseSwappedPackage(olds, news);
         const changed =
-            (["source", "version", "sha256", "importTimeoutMinutes", "retainOnDelete"] as const).some((k) => olds[k] !== news[k]) ||
+            (["source", "version", "sha256", "expectedSha256", "importTimeoutMinutes", "retainOnDelete"] as const).some(
+                (k) => (olds[k] ?? "") !== (news[k] ?? ""),
+            ) ||
             olds.installedVersion !== news.version ||
             providerChanged(olds, news);
         return { changes: replaces.length > 0 || changed, replaces };
@@ -225,6 +271,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async update(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
+        refuseSwappedPackage(olds, news);
         const { row } = await ensureInstalled(news);
         return { outs: outputs(news, row, olds.adopted) };
     },
@@ -251,6 +298,8 @@ export interface LeadWriterSolutionArgs {
     readonly importTimeoutMinutes: pulumi.Input<number>;
     /** Keep the solution installed when this resource is deleted. */
     readonly retainOnDelete: pulumi.Input<boolean>;
+    /** sha256 the package must have (config `solutionSha256`); unset: the first import's package pins its version. */
+    readonly expectedSha256?: pulumi.Input<string>;
 }
 
 /** The guide's step 1: Microsoft's managed "Marketplace Lead Writer" solution, installed on the instance. */

@@ -1,7 +1,7 @@
 import { createHash } from "crypto";
 import { promises as fs } from "fs";
 import { unzipSync } from "fflate";
-import { downloadFile } from "./client";
+import { downloadFile, redactUrl } from "./client";
 
 /** What a managed solution zip says about itself in `solution.xml`. */
 export interface SolutionPackage {
@@ -13,10 +13,27 @@ export interface SolutionPackage {
     bytes: Buffer;
 }
 
-/** Reads a solution package from a local path or an https URL. */
+/** sha256 of a package, as `solutionSha256` takes it: 64 lowercase hex digits. */
+export function packageSha256(bytes: Uint8Array): string {
+    return createHash("sha256").update(bytes).digest("hex");
+}
+
+/**
+ * Reads a solution package from a local path or an https URL. Any other URL (plain http above all) is refused:
+ * the package is imported with administrator rights. Messages quote the source without its query (a SAS token).
+ */
 export async function loadSolutionPackage(source: string): Promise<SolutionPackage> {
-    const bytes = /^https:\/\//i.test(source) ? await downloadFile(source) : await fs.readFile(source);
-    return { ...parseSolutionManifest(bytes, source), sha256: createHash("sha256").update(bytes).digest("hex"), bytes };
+    const label = redactUrl(source);
+    let bytes: Buffer;
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
+        if (!/^https:\/\//i.test(source)) {
+            throw new Error(`${label} is not an https URL: solution packages are downloaded over https only`);
+        }
+        bytes = await downloadFile(source);
+    } else {
+        bytes = await fs.readFile(source);
+    }
+    return { ...parseSolutionManifest(bytes, label), sha256: packageSha256(bytes), bytes };
 }
 
 function tag(xml: string, name: string, source: string): string {
@@ -28,7 +45,11 @@ function tag(xml: string, name: string, source: string): string {
 }
 
 /** `ImportExportXml/SolutionManifest/{UniqueName,Version,Managed}` of a solution zip. */
-export function parseSolutionManifest(bytes: Uint8Array, source: string): { uniqueName: string; version: string; managed: boolean } {
+export function parseSolutionManifest(
+    bytes: Uint8Array,
+    sourceUrlOrPath: string,
+): { uniqueName: string; version: string; managed: boolean } {
+    const source = redactUrl(sourceUrlOrPath);
     let files: Record<string, Uint8Array>;
     try {
         files = unzipSync(bytes, { filter: (file) => file.name.toLowerCase() === "solution.xml" });
