@@ -9,6 +9,7 @@
  * never relaxed.
  */
 import { execFileSync } from "child_process";
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as https from "https";
 import type { AddressInfo } from "net";
@@ -19,7 +20,7 @@ import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEm
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
 import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redactUrl, redirectTarget } from "../components/dataverse/client";
-import { loadSolutionPackage, packageSha256, parseSolutionManifest } from "../components/dataverse/solutionPackage";
+import { loadSolutionPackage, parseSolutionManifest } from "../components/dataverse/solutionPackage";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const SAS = "sv=2024-11-04&se=2030-01-01&sr=b&sp=r&sig=TOPSECRETsignature%3D";
@@ -38,10 +39,12 @@ const packages = {
     v1Swapped: buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true, roles: null }),
     v1_1: buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.1", managed: true }),
 };
+// Computed here, not by the code under test: what `sha256sum <zip>` prints.
+const sha256sum = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 const sha = {
-    v1: packageSha256(packages.v1),
-    v1Swapped: packageSha256(packages.v1Swapped),
-    v1_1: packageSha256(packages.v1_1),
+    v1: sha256sum(packages.v1),
+    v1Swapped: sha256sum(packages.v1Swapped),
+    v1_1: sha256sum(packages.v1_1),
 };
 
 let emulator: Emulator;
