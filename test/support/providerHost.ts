@@ -8,12 +8,19 @@ import type { MockProgramReport } from "./mockProgram";
 
 const ROOT = path.join(__dirname, "..", "..");
 
-/** Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report. */
-export async function runMockProgram(config: Record<string, string>, preview = false): Promise<MockProgramReport> {
+/**
+ * Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report. `secretKeys`
+ * are the config keys stored as secrets.
+ */
+export async function runMockProgram(
+    config: Record<string, string>,
+    preview = false,
+    secretKeys: string[] = [],
+): Promise<MockProgramReport> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mock-program-"));
     const specPath = path.join(dir, "spec.json");
     const reportPath = path.join(dir, "report.json");
-    fs.writeFileSync(specPath, JSON.stringify({ config, preview }));
+    fs.writeFileSync(specPath, JSON.stringify({ config, preview, secretKeys }));
     await promisify(execFile)(
         process.execPath,
         [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
