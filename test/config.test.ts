@@ -448,6 +448,20 @@ describe("stack config", () => {
             expect(config.solutionSource).toBe("https://contoso.blob.core.windows.net/c/s.zip?sig=abc");
         });
 
+        it("falls back to the language host's PULUMI_CONFIG_SECRET_KEYS if the SDK stops exporting its test", () => {
+            const runtime = pulumi.runtime as unknown as Record<string, unknown>;
+            const sdkTest = runtime.isConfigSecret;
+            expect(typeof sdkTest).toBe("function");
+            process.env.PULUMI_CONFIG_SECRET_KEYS = JSON.stringify(["lead-management:contactEmails"]);
+            runtime.isConfigSecret = undefined;
+            try {
+                expect(loadStackConfig().secretKeys).toEqual(["contactEmails"]);
+            } finally {
+                runtime.isConfigSecret = sdkTest;
+                delete process.env.PULUMI_CONFIG_SECRET_KEYS;
+            }
+        });
+
         it("wraps exactly the secret keys' values in a secret Output", async () => {
             const config = { ...parseStackConfig(valid, "lead-management", ["solutionSource", "businessUnitId"]) };
             const source = configInput(config, "solutionSource");

@@ -122,7 +122,7 @@ const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 describe("the program with secret config and the privilege override", () => {
     const sas = "sv=2024-11-04&sig=bm90LWEtcmVhbC1zYXMtc2lnbmF0dXJl";
     const source = `https://contoso.blob.core.windows.net/solutions/lead-writer.zip?${sas}`;
-    let report: MockProgramReport;
+    let report: MockProgramReport & { console: string };
     const byName = (name: string): Registration => report.registrations.find((r) => r.name === name)!;
 
     beforeAll(async () => {
@@ -156,9 +156,13 @@ describe("the program with secret config and the privilege override", () => {
         expect(plaintext).toContain("[secret]");
         expect(plaintext).not.toContain(sas);
         expect(plaintext).not.toContain("Lead Writer (contoso)");
+        expect(report.console).not.toContain(sas);
     });
 
-    it("says in an output what the override let through", () => {
+    it("warns at every run, and says in an output what the override let through", () => {
+        expect(report.console).toMatch(
+            /warning: .*allowElevatedPrivileges is true: .*lead-management:rolePrivileges grants prvReadLead at Global \(not one of the guide's six\)/,
+        );
         expect(report.outputs.elevatedPrivileges).toEqual({
             value: "lead-management:rolePrivileges grants prvReadLead at Global (not one of the guide's six)",
             secret: false,
