@@ -122,8 +122,11 @@ export interface StackConfig {
     secretKeys: readonly ConfigKey[];
 }
 
-/** The raw stack values, as strings, keyed by config key (what `pulumi config get` would print). */
-export type RawConfig = Readonly<Partial<Record<ConfigKey, string>>>;
+/**
+ * The raw stack values, as strings, keyed by config key (what `pulumi config get` would print). Keys this program
+ * does not read are refused, so a misspelt key is not silently ignored.
+ */
+export type RawConfig = Readonly<Partial<Record<ConfigKey, string>> & Record<string, string | undefined>>;
 
 /** Thrown when the stack config is invalid; `problems` holds one line per bad key. */
 export class ConfigError extends Error {
@@ -476,7 +479,7 @@ const SERVICE_ACCOUNT_KEYS: readonly (readonly [ConfigKey, string])[] = [
  * `secretKeys` are never quoted in a message, and no message quotes a URL's query string.
  */
 export function parseStackConfig(raw: RawConfig, namespace = "lead-management", secretKeys: readonly ConfigKey[] = []): StackConfig {
-    const problems: { name: ConfigKey; text: string }[] = [];
+    const problems: { name: string; text: string }[] = [];
     const key = (k: ConfigKey) => `${namespace}:${k}`;
 
     function report(name: ConfigKey, message: string): void {
@@ -610,12 +613,40 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management", 
         serviceAccount,
         secretKeys: [...secretKeys],
     };
+    for (const name of Object.keys(raw).filter((k) => raw[k] !== undefined && !isConfigKey(k))) {
+        const nearest = nearestConfigKey(name);
+        problems.push({
+            name,
+            text: `${namespace}:${name} is not a key this program reads${nearest ? `; did you mean ${nearest}?` : ""} (pulumi config rm ${namespace}:${name})`,
+        });
+    }
     if (problems.length > 0) {
-        // In the order Pulumi.yaml lists the keys, whatever order they were checked in.
-        const order = (p: { name: ConfigKey }) => CONFIG_KEYS.indexOf(p.name);
+        // In the order Pulumi.yaml lists the keys, whatever order they were checked in; unknown keys last.
+        const order = (p: { name: string }) => (isConfigKey(p.name) ? CONFIG_KEYS.indexOf(p.name) : CONFIG_KEYS.length);
         throw new ConfigError([...problems].sort((a, b) => order(a) - order(b)).map((p) => p.text));
     }
     return config as StackConfig;
+}
+
+function isConfigKey(name: string): name is ConfigKey {
+    return (CONFIG_KEYS as readonly string[]).includes(name);
+}
+
+/** The config key a misspelt name most likely meant: equal but for case, or at most three edits away. */
+function nearestConfigKey(name: string): ConfigKey | undefined {
+    const distance = (a: string, b: string): number => {
+        let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+        for (let i = 1; i <= a.length; i++) {
+            const current = [i];
+            for (let j = 1; j <= b.length; j++) {
+                current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+            }
+            previous = current;
+        }
+        return previous[b.length];
+    };
+    const ranked = CONFIG_KEYS.map((k) => ({ k, d: distance(name.toLowerCase(), k.toLowerCase()) })).sort((x, y) => x.d - y.d);
+    return ranked[0].d <= 3 ? ranked[0].k : undefined;
 }
 
 /** Whether the engine marked a config key secret; `isConfigSecret` is the SDK's own (untyped) test of it. */
@@ -632,12 +663,17 @@ function isSecretConfigKey(fullKey: string): boolean {
 /** Reads this stack's config through Pulumi and validates it before any resource is declared. */
 export function loadStackConfig(): StackConfig {
     const { name } = new pulumi.Config();
-    const raw: Partial<Record<ConfigKey, string>> = {};
+    // Every key of this project's namespace, so that a misspelt one is reported rather than ignored.
+    const names = new Set<string>(CONFIG_KEYS);
+    for (const fullKey of Object.keys(pulumi.runtime.allConfig())) {
+        if (fullKey.startsWith(`${name}:`)) names.add(fullKey.slice(name.length + 1));
+    }
+    const raw: Record<string, string | undefined> = {};
     const secretKeys: ConfigKey[] = [];
-    for (const k of CONFIG_KEYS) {
+    for (const k of names) {
         // The runtime's reader, not Config.get: secrets are validated here, then wrapped by configInput.
         raw[k] = pulumi.runtime.getConfig(`${name}:${k}`);
-        if (isSecretConfigKey(`${name}:${k}`)) secretKeys.push(k);
+        if (isConfigKey(k) && isSecretConfigKey(`${name}:${k}`)) secretKeys.push(k);
     }
     return parseStackConfig(raw, name, secretKeys);
 }

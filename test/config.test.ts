@@ -297,6 +297,14 @@ describe("stack config", () => {
         expect(problems[2]).toMatch(/^lead-management:clientSecretRotationDays: 0 days is out of range; expected 7 to 365/);
     });
 
+    it("refuses keys it does not read, suggesting the key a typo most likely meant", () => {
+        expect(problemsOf({ ...valid, solutionSha: "ab", serviceAcountUserPrincipalName: "x@y.com", colour: "blue" })).toEqual([
+            "lead-management:solutionSha is not a key this program reads; did you mean solutionSha256? (pulumi config rm lead-management:solutionSha)",
+            "lead-management:serviceAcountUserPrincipalName is not a key this program reads; did you mean serviceAccountUserPrincipalName? (pulumi config rm lead-management:serviceAcountUserPrincipalName)",
+            "lead-management:colour is not a key this program reads (pulumi config rm lead-management:colour)",
+        ]);
+    });
+
     it("has a bad-value row for every key it reads", () => {
         expect([...new Set(badValues.map(([key]) => key))].sort()).toEqual([...CONFIG_KEYS].sort());
     });
@@ -440,6 +448,7 @@ describe("stack config", () => {
                     "lead-management:contactEmails": "leads@contoso.com",
                     "lead-management:solutionSource": "https://contoso.blob.core.windows.net/c/s.zip?sig=abc",
                     "lead-management:leadWriterRoleName": "Lead Writer",
+                    "azuread:tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
                 },
                 ["lead-management:solutionSource", "lead-management:leadWriterRoleName"],
             );
@@ -448,10 +457,25 @@ describe("stack config", () => {
             expect(config.solutionSource).toBe("https://contoso.blob.core.windows.net/c/s.zip?sig=abc");
         });
 
+        it("reads every key of the project's namespace, so a misspelt one is reported", () => {
+            pulumi.runtime.setAllConfig({
+                "lead-management:instanceUrl": "https://contoso.crm.dynamics.com",
+                "lead-management:contactEmails": "leads@contoso.com",
+                "lead-management:instanceURL": "https://contoso.crm.dynamics.com",
+            });
+            expect(() => loadStackConfig()).toThrow(
+                /lead-management:instanceURL is not a key this program reads; did you mean instanceUrl\?/,
+            );
+        });
+
         it("falls back to the language host's PULUMI_CONFIG_SECRET_KEYS if the SDK stops exporting its test", () => {
             const runtime = pulumi.runtime as unknown as Record<string, unknown>;
             const sdkTest = runtime.isConfigSecret;
             expect(typeof sdkTest).toBe("function");
+            pulumi.runtime.setAllConfig({
+                "lead-management:instanceUrl": "https://contoso.crm.dynamics.com",
+                "lead-management:contactEmails": "leads@contoso.com",
+            });
             process.env.PULUMI_CONFIG_SECRET_KEYS = JSON.stringify(["lead-management:contactEmails"]);
             runtime.isConfigSecret = undefined;
             try {
