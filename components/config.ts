@@ -530,7 +530,8 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management", 
                         `"${name}" is a built-in administrative role, far beyond what the lead service needs; name the role the solution creates ("${DEFAULT_ROLE_NAME}"), or set allowElevatedPrivileges to true`,
                     );
                 }
-                elevatedPrivileges.push(`${key("leadWriterRoleName")} "${name}" is a built-in administrative role`);
+                const shown = secretKeys.includes("leadWriterRoleName") ? "[secret]" : name;
+                elevatedPrivileges.push(`${key("leadWriterRoleName")} "${shown}" is a built-in administrative role`);
             }
             return name;
         },
@@ -547,7 +548,11 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management", 
                         `goes beyond the guide's privileges: ${beyond.join(", ")}; the lead service needs only the guide's six, or set allowElevatedPrivileges to true`,
                     );
                 }
-                elevatedPrivileges.push(...beyond.map((b) => `${key("rolePrivileges")} grants ${b}`));
+                elevatedPrivileges.push(
+                    ...(secretKeys.includes("rolePrivileges")
+                        ? [`${key("rolePrivileges")} ([secret]) grants ${beyond.length} privilege(s) beyond the guide`]
+                        : beyond.map((b) => `${key("rolePrivileges")} grants ${b}`)),
+                );
             }
             return grants;
         },

@@ -371,6 +371,23 @@ describe("stack config", () => {
             ]);
         });
 
+        it("keeps secret values out of its notes, which become a plaintext output", () => {
+            const config = parseStackConfig(
+                {
+                    ...valid,
+                    allowElevatedPrivileges: "true",
+                    leadWriterRoleName: "System Administrator",
+                    rolePrivileges: '[{"name":"prvAssignRole","depth":"Global"}]',
+                },
+                "lead-management",
+                ["leadWriterRoleName", "rolePrivileges"],
+            );
+            expect(config.elevatedPrivileges).toEqual([
+                'lead-management:leadWriterRoleName "[secret]" is a built-in administrative role',
+                "lead-management:rolePrivileges ([secret]) grants 1 privilege(s) beyond the guide",
+            ]);
+        });
+
         it("notes nothing when the stack stays within the guide", () => {
             expect(parseStackConfig({ ...valid, allowElevatedPrivileges: "true" }).elevatedPrivileges).toEqual([]);
         });
