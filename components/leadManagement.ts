@@ -49,8 +49,9 @@ export class LeadManagement extends pulumi.ComponentResource {
         }
         super("leadmanagement:index:LeadManagement", name, {}, opts);
         const { config } = args;
-        // Every config value reaches a resource through configInput/asConfigured, so a key stored with
-        // `pulumi config set --secret` stays a secret in inputs, state and diffs.
+        // Every config value passed to a resource goes through configInput/asConfigured, so a key stored with
+        // `pulumi config set --secret` stays a secret in inputs, state and diffs. Values that decide which resources
+        // exist or when a secret rotates (grantAdminConsent, clientSecretRotationDays) cannot be Outputs.
         const instanceUrl = configInput(config, "instanceUrl");
         const roleName = configInput(config, "leadWriterRoleName");
 
