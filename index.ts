@@ -13,3 +13,5 @@ export const directoryId = leads.directoryId;
 export const clientSecret = leads.clientSecret;
 export const clientSecretEndDate = leads.clientSecretEndDate;
 export const contactEmails = leads.contactEmails;
+// Only when allowElevatedPrivileges let something beyond the guide through (undefined outputs are left out).
+export const elevatedPrivileges = leads.elevatedPrivileges;

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as azuread from "@pulumi/azuread";
-import { StackConfig } from "./config";
+import { asConfigured, configInput, StackConfig } from "./config";
 import { AzureAdApp } from "./identity/azureAdApp";
 import { ApplicationUser } from "./dataverse/applicationUser";
 import { RoleAssignment } from "./dataverse/roleAssignment";
@@ -38,17 +38,37 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly systemUserId: pulumi.Output<string>;
     /** Version of the Marketplace Lead Writer solution on the instance. */
     public readonly solutionVersion: pulumi.Output<string>;
+    /** What `allowElevatedPrivileges` let through beyond the guide; undefined while the stack stays within it. */
+    public readonly elevatedPrivileges?: pulumi.Output<string>;
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
+        // The one place that still refuses the Office 365 path: config accepts and validates its keys, and this
+        // guard goes when the service-account identity layer (issue 12) is wired in below.
+        if (args.config.authMethod === "office365") {
+            throw new Error(`lead-management:authMethod "office365" is not supported yet; use "azureAD" (the guide's recommended path)`);
+        }
         super("leadmanagement:index:LeadManagement", name, {}, opts);
         const { config } = args;
+        // Every config value passed to a resource goes through configInput/asConfigured, so a key stored with
+        // `pulumi config set --secret` stays a secret in inputs, state and diffs. Values that decide which resources
+        // exist or when a secret rotates (grantAdminConsent, clientSecretRotationDays) cannot be Outputs.
+        const instanceUrl = configInput(config, "instanceUrl");
+        const roleName = configInput(config, "leadWriterRoleName");
+
+        if (config.elevatedPrivileges.length > 0) {
+            // Printed by the program, so it shows in every preview and up (and in a PR's preview comment).
+            pulumi.log.warn(
+                `allowElevatedPrivileges is true: the lead service's user gets more than the guide asks for: ${config.elevatedPrivileges.join("; ")}`,
+                this,
+            );
+        }
 
         const identity = new AzureAdApp(
             `${name}-aad`,
             {
-                displayName: config.appDisplayName,
-                signInAudience: config.signInAudience,
-                redirectUri: config.redirectUri,
+                displayName: configInput(config, "appDisplayName"),
+                signInAudience: configInput(config, "signInAudience"),
+                redirectUri: configInput(config, "redirectUri"),
                 grantAdminConsent: config.grantAdminConsent,
                 clientSecretRotationDays: config.clientSecretRotationDays,
             },
@@ -58,11 +78,12 @@ export class LeadManagement extends pulumi.ComponentResource {
         const solution = new LeadWriterSolution(
             `${name}-solution`,
             {
-                instanceUrl: config.instanceUrl,
-                source: config.solutionSource,
-                importTimeoutMinutes: config.solutionImportTimeoutMinutes,
-                retainOnDelete: config.retainSolutionOnDelete,
-                expectedSha256: config.solutionSha256,
+                instanceUrl,
+                source: configInput(config, "solutionSource"),
+                importTimeoutMinutes: configInput(config, "solutionImportTimeoutMinutes"),
+                retainOnDelete: configInput(config, "retainSolutionOnDelete"),
+                expectedSha256:
+                    config.solutionSha256 === undefined ? undefined : asConfigured(config, "solutionSha256", config.solutionSha256),
             },
             { parent: this },
         );
@@ -71,9 +92,9 @@ export class LeadManagement extends pulumi.ComponentResource {
         const appUser = new ApplicationUser(
             `${name}-app-user`,
             {
-                instanceUrl: config.instanceUrl,
+                instanceUrl,
                 applicationId: identity.applicationId,
-                businessUnitId: config.businessUnitId ?? "",
+                businessUnitId: asConfigured(config, "businessUnitId", config.businessUnitId ?? ""),
             },
             { parent: this, dependsOn: [identity] },
         );
@@ -82,33 +103,36 @@ export class LeadManagement extends pulumi.ComponentResource {
         new RoleAssignment(
             `${name}-role-assignment`,
             {
-                instanceUrl: config.instanceUrl,
+                instanceUrl,
                 systemUserId: appUser.systemUserId,
-                roleName: config.leadWriterRoleName,
+                roleName,
             },
             { parent: this, dependsOn: [solution] },
         );
         new RolePrivileges(
             `${name}-role-privileges`,
             {
-                instanceUrl: config.instanceUrl,
-                roleName: config.leadWriterRoleName,
-                privileges: config.rolePrivileges,
+                instanceUrl,
+                roleName,
+                privileges: configInput(config, "rolePrivileges"),
                 solutionVersion: solution.installedVersion,
             },
             { parent: this },
         );
 
         this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
-        this.instanceUrl = pulumi.output(config.instanceUrl);
+        this.instanceUrl = pulumi.output(instanceUrl);
         this.authenticationMethod = pulumi.output("Azure Active Directory");
         this.applicationId = identity.applicationId;
         this.directoryId = azuread.getClientConfigOutput({ parent: this }).tenantId;
         this.clientSecret = identity.clientSecret;
         this.clientSecretEndDate = identity.clientSecretEndDate;
-        this.contactEmails = pulumi.output(config.contactEmails.join(";"));
+        this.contactEmails = pulumi.output(asConfigured(config, "contactEmails", config.contactEmails.join(";")));
         this.systemUserId = appUser.systemUserId;
         this.solutionVersion = solution.installedVersion;
+        if (config.elevatedPrivileges.length > 0) {
+            this.elevatedPrivileges = pulumi.output(config.elevatedPrivileges.join("; "));
+        }
         this.registerOutputs({
             leadDestination: this.leadDestination,
             instanceUrl: this.instanceUrl,
@@ -120,6 +144,7 @@ export class LeadManagement extends pulumi.ComponentResource {
             contactEmails: this.contactEmails,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
+            elevatedPrivileges: this.elevatedPrivileges,
         });
     }
 }

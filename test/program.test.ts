@@ -108,6 +108,98 @@ describe("the program (index.ts)", () => {
     });
 });
 
+/** The report with every secret wrapper replaced by a marker: what is left is what the engine would store in plaintext. */
+function plaintextOf(value: unknown): unknown {
+    if (Array.isArray(value)) return value.map(plaintextOf);
+    if (value && typeof value === "object") {
+        if (SECRET_SIG in value) return "[secret]";
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plaintextOf(v)]));
+    }
+    return value;
+}
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+describe("the program with secret config and the privilege override", () => {
+    const sas = "sv=2024-11-04&sig=bm90LWEtcmVhbC1zYXMtc2lnbmF0dXJl";
+    const source = `https://contoso.blob.core.windows.net/solutions/lead-writer.zip?${sas}`;
+    let report: MockProgramReport & { console: string };
+    const byName = (name: string): Registration => report.registrations.find((r) => r.name === name)!;
+
+    beforeAll(async () => {
+        report = await runMockProgram(
+            {
+                ...stackConfig("dev"),
+                solutionSource: source,
+                leadWriterRoleName: "Lead Writer (contoso)",
+                allowElevatedPrivileges: "true",
+                rolePrivileges: JSON.stringify([...GUIDE_ROLE_PRIVILEGES, { name: "prvReadLead", depth: "Global" }]),
+            },
+            false,
+            ["solutionSource", "leadWriterRoleName"],
+        );
+        expect(report.error).toBeUndefined();
+    }, 60_000);
+
+    it("passes a secret solutionSource to the Solution resource as a secret", () => {
+        expect(byName("lead-management-solution").inputs.source).toEqual({ [SECRET_SIG]: expect.any(String), value: source });
+        for (const name of ["lead-management-role-assignment", "lead-management-role-privileges"]) {
+            expect([name, byName(name).inputs.roleName]).toEqual([
+                name,
+                { [SECRET_SIG]: expect.any(String), value: "Lead Writer (contoso)" },
+            ]);
+        }
+        expect(byName("lead-management-app-user").inputs.instanceUrl).toBe("https://contoso.crm.dynamics.com");
+    });
+
+    it("keeps the secret values out of every plaintext input and output of the run", () => {
+        const plaintext = JSON.stringify(plaintextOf({ registrations: report.registrations, outputs: report.outputs }));
+        expect(plaintext).toContain("[secret]");
+        expect(plaintext).not.toContain(sas);
+        expect(plaintext).not.toContain("Lead Writer (contoso)");
+        expect(report.console).not.toContain(sas);
+    });
+
+    it("warns at every run, and says in an output what the override let through", () => {
+        expect(report.console).toMatch(
+            /warning: .*allowElevatedPrivileges is true: .*lead-management:rolePrivileges grants prvReadLead at Global \(not one of the guide's six\)/,
+        );
+        expect(report.outputs.elevatedPrivileges).toEqual({
+            value: "lead-management:rolePrivileges grants prvReadLead at Global (not one of the guide's six)",
+            secret: false,
+        });
+        expect(byName("lead-management-role-privileges").inputs.privileges).toContainEqual({ name: "prvReadLead", depth: "Global" });
+    });
+});
+
+describe("the program with bad config", () => {
+    it("names every bad key and declares nothing, so no provider and no request can run", async () => {
+        const report = await runMockProgram({
+            ...stackConfig("dev"),
+            contactEmails: "leads@contoso.com;LEADS@contoso.com",
+            redirectUri: "https://localhost/auth#state",
+            leadWriterRoleName: "System Administrator",
+            rolePrivileges: '[{"name":"prvReadAsyncOperation","depth":"Global","access":"all"}]',
+            solutionSource: "./vendor/not-there.zip",
+        });
+        expect(report.error).toMatch(/^Invalid stack configuration:/);
+        for (const key of ["contactEmails", "redirectUri", "leadWriterRoleName", "rolePrivileges", "solutionSource"]) {
+            expect(report.error).toMatch(new RegExp(`^  - lead-management:${key}: `, "m"));
+        }
+        expect(report.registrations).toEqual([]);
+    }, 60_000);
+
+    it("still refuses the Office 365 path, which config accepts, before declaring anything", async () => {
+        const report = await runMockProgram({
+            ...stackConfig("dev"),
+            authMethod: "office365",
+            serviceAccountUserPrincipalName: "lead-writer@contoso.onmicrosoft.com",
+            serviceAccountUsageLocation: "US",
+        });
+        expect(report.error).toMatch(/lead-management:authMethod "office365" is not supported yet/);
+        expect(report.registrations).toEqual([]);
+    }, 60_000);
+});
+
 describe("Pulumi.yaml", () => {
     const yaml = fs.readFileSync(path.join(__dirname, "..", "Pulumi.yaml"), "utf8");
     const declared = [...yaml.split(/^config:\n/m)[1].matchAll(/^ {2}(\w+):\n((?: {4}.*\n?)*)/gm)].map((m) => ({ key: m[1], body: m[2] }));

@@ -19,7 +19,8 @@ import * as tls from "tls";
 import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
-import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redactUrl, redirectTarget } from "../components/dataverse/client";
+import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redirectTarget } from "../components/dataverse/client";
+import { redactUrl } from "../components/redact";
 import { loadSolutionPackage, parseSolutionManifest } from "../components/dataverse/solutionPackage";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";

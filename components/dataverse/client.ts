@@ -1,3 +1,4 @@
+import { redactUrl } from "../redact";
 import axios, { AxiosInstance, AxiosResponse } from "axios";
 import { AccessToken, DefaultAzureCredential, TokenCredential } from "@azure/identity";
 
@@ -192,17 +193,6 @@ class Semaphore {
 
 export function sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * A URL as it may be quoted in a message: its query and fragment (a SAS token, a signature) become `?<redacted>`
- * and user info becomes `<redacted>@`. Anything that is not a URL (a local path) is returned as it is.
- */
-export function redactUrl(text: string): string {
-    const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*@)?([^?#]*)([?#][\s\S]*)?$/i.exec(text);
-    if (!match) return text;
-    const [, scheme, userInfo, rest, query] = match;
-    return `${scheme}${userInfo ? "<redacted>@" : ""}${rest}${query ? "?<redacted>" : ""}`;
 }
 
 /** Redirects followed on the same host before a download gives up. */

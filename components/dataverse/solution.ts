@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, redactUrl, sleep } from "./client";
+import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
+import { redactUrl } from "../redact";
 import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField, providerChanged, Versioned } from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";

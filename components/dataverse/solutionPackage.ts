@@ -1,7 +1,8 @@
 import { createHash } from "crypto";
 import { promises as fs } from "fs";
 import { unzipSync } from "fflate";
-import { downloadFile, redactUrl } from "./client";
+import { downloadFile } from "./client";
+import { redactUrl } from "../redact";
 
 /** What a managed solution zip says about itself in `solution.xml`. */
 export interface SolutionPackage {

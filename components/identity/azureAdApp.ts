@@ -31,7 +31,7 @@ export interface AzureAdAppArgs {
     /** Display name of the app registration, as the guide's step "Register an application" names it. */
     readonly displayName: pulumi.Input<string>;
     /** Supported account types; the guide's "Accounts in any organizational directory" is `AzureADMultipleOrgs`. */
-    readonly signInAudience: SignInAudience;
+    readonly signInAudience: pulumi.Input<SignInAudience>;
     /** Web redirect URI. Microsoft's lead service never calls it; the guide only requires one to exist. */
     readonly redirectUri: pulumi.Input<string>;
     /** Grant tenant-wide admin consent for Dynamics CRM `user_impersonation`; needs a privileged directory role. */

@@ -8,7 +8,8 @@
  * replaces, so a provider serialized under jest is not the one production stores.
  *
  * Usage: ts-node --transpile-only test/support/mockProgram.ts <spec.json> <report.json>
- *   spec: { "config": { "<key>": "<value>" }, "preview"?: boolean }
+ *   spec: { "config": { "<key>": "<value>" }, "preview"?: boolean, "secretKeys"?: ["<key>"] }
+ * `secretKeys` are marked secret as `pulumi config set --secret` marks them (the engine's PULUMI_CONFIG_SECRET_KEYS).
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -48,7 +49,11 @@ interface RegisterRequest {
 
 async function main(): Promise<void> {
     const [specPath, reportPath] = process.argv.slice(2);
-    const spec = JSON.parse(fs.readFileSync(specPath, "utf8")) as { config: Record<string, string>; preview?: boolean };
+    const spec = JSON.parse(fs.readFileSync(specPath, "utf8")) as {
+        config: Record<string, string>;
+        preview?: boolean;
+        secretKeys?: string[];
+    };
     const report: MockProgramReport = { registrations: [], outputs: {} };
     let lastRegistration = Date.now();
 
@@ -78,7 +83,10 @@ async function main(): Promise<void> {
         });
         return register(req, cb);
     };
-    pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(spec.config).map(([k, v]) => [`lead-management:${k}`, v])));
+    pulumi.runtime.setAllConfig(
+        Object.fromEntries(Object.entries(spec.config).map(([k, v]) => [`lead-management:${k}`, v])),
+        (spec.secretKeys ?? []).map((k) => `lead-management:${k}`),
+    );
 
     try {
         // eslint-disable-next-line @typescript-eslint/no-require-imports -- loads the program as the runtime does

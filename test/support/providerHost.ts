@@ -8,20 +8,28 @@ import type { MockProgramReport } from "./mockProgram";
 
 const ROOT = path.join(__dirname, "..", "..");
 
-/** Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report. */
-export async function runMockProgram(config: Record<string, string>, preview = false): Promise<MockProgramReport> {
+/**
+ * Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report, with what the
+ * program printed (without an engine, `pulumi.log` writes to the console). `secretKeys` are the config keys stored
+ * as secrets.
+ */
+export async function runMockProgram(
+    config: Record<string, string>,
+    preview = false,
+    secretKeys: string[] = [],
+): Promise<MockProgramReport & { console: string }> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mock-program-"));
     const specPath = path.join(dir, "spec.json");
     const reportPath = path.join(dir, "report.json");
-    fs.writeFileSync(specPath, JSON.stringify({ config, preview }));
-    await promisify(execFile)(
+    fs.writeFileSync(specPath, JSON.stringify({ config, preview, secretKeys }));
+    const { stdout, stderr } = await promisify(execFile)(
         process.execPath,
         [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
         { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
     );
     const report = JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport;
     fs.rmSync(dir, { recursive: true, force: true });
-    return report;
+    return { ...report, console: stdout + stderr };
 }
 
 /** The serialized `__provider` of each dynamic resource type in a mock run, keyed by type token. */
