@@ -41,6 +41,14 @@ export class DataverseError extends ServiceError {
         this.message = message;
         this.name = "DataverseError";
     }
+
+    /**
+     * The base class's, declared again on purpose: closure serialization links a subclass's prototype to its base
+     * only when the subclass has methods of its own, and without one `hasCode` is missing in the engine.
+     */
+    override hasCode(code: string): boolean {
+        return super.hasCode(code);
+    }
 }
 
 /** Well-known Dataverse error codes the providers react to (contract: "Requests and errors", per-step sections). */
