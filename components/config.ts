@@ -37,6 +37,18 @@ export const GUIDE_SOLUTION_URL =
 
 export const DEFAULT_ROLE_NAME = "Microsoft Marketplace Lead Writer";
 
+/** The Office 365 service account the lead service signs in as when `authMethod` is `office365`. */
+export interface ServiceAccountConfig {
+    /** `serviceAccountUserPrincipalName`: the account's sign-in name, `user@<verified domain>`. */
+    userPrincipalName: string;
+    /** `serviceAccountUsageLocation`: two-letter country code; a licence cannot be assigned without one. */
+    usageLocation: string;
+    /** `serviceAccountPasswordRotationDays`: days between password renewals (default 90, as the guide asks). */
+    passwordRotationDays: number;
+    /** `serviceAccountLicenseSku`: SKU part number of the Dynamics 365 licence (default `DYN365_ENTERPRISE_SALES`). */
+    licenseSkuPartNumber: string;
+}
+
 /** The whole stack configuration, validated. Field names are the config keys. */
 export interface StackConfig {
     /** `https://<org>.crm<N>.dynamics.com`, normalised to the origin without a trailing slash. */
@@ -59,6 +71,8 @@ export interface StackConfig {
     /** Keep the solution installed when the stack is destroyed. */
     retainSolutionOnDelete: boolean;
     rolePrivileges: PrivilegeGrant[];
+    /** Present exactly when `authMethod` is `office365`. */
+    serviceAccount?: ServiceAccountConfig;
 }
 
 /** The raw stack values, as strings, keyed by config key (what `pulumi config get` would print). */
@@ -171,6 +185,27 @@ function parseSolutionSource(value: string): string {
     return value;
 }
 
+function parseUserPrincipalName(value: string): string {
+    if (!EMAIL.test(value)) {
+        throw new Error(`"${value}" is not a user principal name; expected user@<verified domain>, e.g. lead-writer@contoso.com`);
+    }
+    return value;
+}
+
+function parseUsageLocation(value: string): string {
+    if (!/^[A-Za-z]{2}$/.test(value)) {
+        throw new Error(`"${value}" is not a two-letter country code (ISO 3166-1 alpha-2), e.g. US`);
+    }
+    return value.toUpperCase();
+}
+
+function parseSkuPartNumber(value: string): string {
+    if (!/^[A-Za-z0-9_]+$/.test(value)) {
+        throw new Error(`"${value}" is not a SKU part number such as DYN365_ENTERPRISE_SALES`);
+    }
+    return value;
+}
+
 function parsePrivileges(value: string): PrivilegeGrant[] {
     let parsed: unknown;
     try {
@@ -256,17 +291,31 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management"):
             GUIDE_ROLE_PRIVILEGES.map((p) => ({ ...p })),
         ),
     };
-    if (config.authMethod === "office365") {
-        problems.push(`${key("authMethod")}: "office365" is not supported yet; use "azureAD" (the guide's recommended path)`);
-    }
+    const serviceAccount =
+        config.authMethod === "office365"
+            ? {
+                  userPrincipalName: read("serviceAccountUserPrincipalName", parseUserPrincipalName),
+                  usageLocation: read("serviceAccountUsageLocation", parseUsageLocation),
+                  passwordRotationDays: read("serviceAccountPasswordRotationDays", (v) => parseInteger(v, 1, 365, "days"), 90),
+                  licenseSkuPartNumber: read("serviceAccountLicenseSku", parseSkuPartNumber, "DYN365_ENTERPRISE_SALES"),
+              }
+            : undefined;
     if (problems.length > 0) {
         throw new ConfigError(problems);
     }
-    return config as StackConfig;
+    return (serviceAccount ? { ...config, serviceAccount } : config) as StackConfig;
 }
 
-/** Every config key the project reads; `Pulumi.yaml` declares the same set. */
-export const CONFIG_KEYS: readonly (keyof StackConfig)[] = [
+/** Config keys of the Office 365 service account, read only when `authMethod` is `office365`. */
+export const SERVICE_ACCOUNT_KEYS: readonly string[] = [
+    "serviceAccountUserPrincipalName",
+    "serviceAccountUsageLocation",
+    "serviceAccountPasswordRotationDays",
+    "serviceAccountLicenseSku",
+];
+
+/** Every config key the project reads besides {@link SERVICE_ACCOUNT_KEYS}; `Pulumi.yaml` declares both sets. */
+export const CONFIG_KEYS: readonly Exclude<keyof StackConfig, "serviceAccount">[] = [
     "instanceUrl",
     "authMethod",
     "contactEmails",
@@ -287,7 +336,7 @@ export const CONFIG_KEYS: readonly (keyof StackConfig)[] = [
 export function loadStackConfig(): StackConfig {
     const config = new pulumi.Config();
     const raw: Record<string, string | undefined> = {};
-    for (const k of CONFIG_KEYS) {
+    for (const k of [...CONFIG_KEYS, ...SERVICE_ACCOUNT_KEYS]) {
         raw[k] = config.get(k);
     }
     return parseStackConfig(raw, config.name);

@@ -2,7 +2,9 @@ import * as pulumi from "@pulumi/pulumi";
 import * as azuread from "@pulumi/azuread";
 import { StackConfig } from "./config";
 import { AzureAdApp } from "./identity/azureAdApp";
+import { Office365ServiceAccount } from "./identity/office365User";
 import { ApplicationUser } from "./dataverse/applicationUser";
+import { SyncedUser } from "./dataverse/systemUserSync";
 import { RoleAssignment } from "./dataverse/roleAssignment";
 import { RolePrivileges } from "./dataverse/rolePrivileges";
 import { LeadWriterSolution } from "./dataverse/solution";
@@ -11,6 +13,34 @@ import { LeadWriterSolution } from "./dataverse/solution";
 export interface LeadManagementArgs {
     /** The validated stack configuration (see `components/config.ts`). */
     readonly config: StackConfig;
+}
+
+/** Partner Center's "Connection details" with "Azure Active Directory" authentication. */
+export interface AzureAdConnectionDetails {
+    leadDestination: pulumi.Output<string>;
+    instanceUrl: pulumi.Output<string>;
+    /** "Azure Active Directory". */
+    authenticationMethod: pulumi.Output<string>;
+    applicationId: pulumi.Output<string>;
+    directoryId: pulumi.Output<string>;
+    /** Secret. */
+    clientSecret: pulumi.Output<string>;
+    clientSecretEndDate: pulumi.Output<string>;
+    contactEmails: pulumi.Output<string>;
+}
+
+/** Partner Center's "Connection details" with "Office 365" authentication. */
+export interface Office365ConnectionDetails {
+    leadDestination: pulumi.Output<string>;
+    instanceUrl: pulumi.Output<string>;
+    /** "Office 365". */
+    authenticationMethod: pulumi.Output<string>;
+    userName: pulumi.Output<string>;
+    /** Secret. */
+    password: pulumi.Output<string>;
+    /** When the next `pulumi up` renews the password; paste the new one into Partner Center right after it. */
+    passwordRenewalDate: pulumi.Output<string>;
+    contactEmails: pulumi.Output<string>;
 }
 
 /**
@@ -24,17 +54,11 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly instanceUrl: pulumi.Output<string>;
     /** Partner Center's "Authentication". */
     public readonly authenticationMethod: pulumi.Output<string>;
-    /** Partner Center's "Application (client) ID". */
-    public readonly applicationId: pulumi.Output<string>;
-    /** Partner Center's "Directory ID". */
-    public readonly directoryId: pulumi.Output<string>;
-    /** Partner Center's "Client secret" (secret). */
-    public readonly clientSecret: pulumi.Output<string>;
-    /** When the current client secret expires. */
-    public readonly clientSecretEndDate: pulumi.Output<string>;
+    /** The form's fields for the chosen sign-in method, and only those (what index.ts exports). */
+    public readonly connectionDetails: AzureAdConnectionDetails | Office365ConnectionDetails;
     /** Partner Center's "Contact email", addresses separated by ';'. */
     public readonly contactEmails: pulumi.Output<string>;
-    /** The Dataverse application user the lead service writes as. */
+    /** The Dataverse user the lead service writes as (the application user, or the service account's user). */
     public readonly systemUserId: pulumi.Output<string>;
     /** Version of the Marketplace Lead Writer solution on the instance. */
     public readonly solutionVersion: pulumi.Output<string>;
@@ -42,18 +66,6 @@ export class LeadManagement extends pulumi.ComponentResource {
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
         const { config } = args;
-
-        const identity = new AzureAdApp(
-            `${name}-aad`,
-            {
-                displayName: config.appDisplayName,
-                signInAudience: config.signInAudience,
-                redirectUri: config.redirectUri,
-                grantAdminConsent: config.grantAdminConsent,
-                clientSecretRotationDays: config.clientSecretRotationDays,
-            },
-            { parent: this },
-        );
 
         const solution = new LeadWriterSolution(
             `${name}-solution`,
@@ -66,23 +78,85 @@ export class LeadManagement extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        // Dataverse accepts the user only once the app's service principal exists in the tenant.
-        const appUser = new ApplicationUser(
-            `${name}-app-user`,
-            {
-                instanceUrl: config.instanceUrl,
+        this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
+        this.instanceUrl = pulumi.output(config.instanceUrl);
+        this.contactEmails = pulumi.output(config.contactEmails.join(";"));
+        const common = { leadDestination: this.leadDestination, instanceUrl: this.instanceUrl };
+        let systemUser: pulumi.CustomResource & { systemUserId: pulumi.Output<string> };
+        if (config.authMethod === "office365") {
+            const account = config.serviceAccount;
+            if (!account) throw new Error("authMethod office365 needs the serviceAccount* config keys");
+            const serviceAccount = new Office365ServiceAccount(
+                `${name}-o365`,
+                {
+                    userPrincipalName: account.userPrincipalName,
+                    displayName: config.appDisplayName,
+                    usageLocation: account.usageLocation,
+                    passwordRotationDays: account.passwordRotationDays,
+                    licenseSkuPartNumber: account.licenseSkuPartNumber,
+                },
+                { parent: this },
+            );
+            // Dataverse makes the user itself once the licence is assigned; this waits for it.
+            systemUser = new SyncedUser(
+                `${name}-synced-user`,
+                {
+                    instanceUrl: config.instanceUrl,
+                    objectId: serviceAccount.objectId,
+                    userPrincipalName: serviceAccount.userPrincipalName,
+                    licenseSkuId: serviceAccount.licenseSkuId,
+                },
+                { parent: this, dependsOn: [serviceAccount] },
+            );
+            this.authenticationMethod = pulumi.output("Office 365");
+            this.connectionDetails = {
+                ...common,
+                authenticationMethod: this.authenticationMethod,
+                userName: serviceAccount.userPrincipalName,
+                password: serviceAccount.password,
+                passwordRenewalDate: serviceAccount.passwordRenewalDate,
+                contactEmails: this.contactEmails,
+            };
+        } else {
+            const identity = new AzureAdApp(
+                `${name}-aad`,
+                {
+                    displayName: config.appDisplayName,
+                    signInAudience: config.signInAudience,
+                    redirectUri: config.redirectUri,
+                    grantAdminConsent: config.grantAdminConsent,
+                    clientSecretRotationDays: config.clientSecretRotationDays,
+                },
+                { parent: this },
+            );
+            // Dataverse accepts the user only once the app's service principal exists in the tenant.
+            systemUser = new ApplicationUser(
+                `${name}-app-user`,
+                {
+                    instanceUrl: config.instanceUrl,
+                    applicationId: identity.applicationId,
+                    businessUnitId: config.businessUnitId ?? "",
+                },
+                { parent: this, dependsOn: [identity] },
+            );
+            this.authenticationMethod = pulumi.output("Azure Active Directory");
+            this.connectionDetails = {
+                ...common,
+                authenticationMethod: this.authenticationMethod,
                 applicationId: identity.applicationId,
-                businessUnitId: config.businessUnitId ?? "",
-            },
-            { parent: this, dependsOn: [identity] },
-        );
+                directoryId: azuread.getClientConfigOutput({ parent: this }).tenantId,
+                clientSecret: identity.clientSecret,
+                clientSecretEndDate: identity.clientSecretEndDate,
+                contactEmails: this.contactEmails,
+            };
+        }
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
         new RoleAssignment(
             `${name}-role-assignment`,
             {
                 instanceUrl: config.instanceUrl,
-                systemUserId: appUser.systemUserId,
+                systemUserId: systemUser.systemUserId,
                 roleName: config.leadWriterRoleName,
             },
             { parent: this, dependsOn: [solution] },
@@ -98,25 +172,10 @@ export class LeadManagement extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
-        this.instanceUrl = pulumi.output(config.instanceUrl);
-        this.authenticationMethod = pulumi.output("Azure Active Directory");
-        this.applicationId = identity.applicationId;
-        this.directoryId = azuread.getClientConfigOutput({ parent: this }).tenantId;
-        this.clientSecret = identity.clientSecret;
-        this.clientSecretEndDate = identity.clientSecretEndDate;
-        this.contactEmails = pulumi.output(config.contactEmails.join(";"));
-        this.systemUserId = appUser.systemUserId;
+        this.systemUserId = systemUser.systemUserId;
         this.solutionVersion = solution.installedVersion;
         this.registerOutputs({
-            leadDestination: this.leadDestination,
-            instanceUrl: this.instanceUrl,
-            authenticationMethod: this.authenticationMethod,
-            applicationId: this.applicationId,
-            directoryId: this.directoryId,
-            clientSecret: this.clientSecret,
-            clientSecretEndDate: this.clientSecretEndDate,
-            contactEmails: this.contactEmails,
+            ...this.connectionDetails,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
         });

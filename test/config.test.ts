@@ -61,7 +61,6 @@ describe("stack config", () => {
         ],
         ["contactEmails", " ; ", /contactEmails: is empty/],
         ["authMethod", "aad", /authMethod: "aad" is not one of "azureAD", "office365"/],
-        ["authMethod", "office365", /authMethod: "office365" is not supported yet/],
         ["signInAudience", "AzureADandPersonalMicrosoftAccount", /signInAudience: .* is not one of "AzureADMyOrg", "AzureADMultipleOrgs"/],
         ["redirectUri", "http://contosoapp1/auth", /redirectUri: .*must use https/],
         ["grantAdminConsent", "yes", /grantAdminConsent: "yes" is not a boolean/],
@@ -110,5 +109,20 @@ describe("stack config", () => {
         expect(config.solutionSource).toBe("./vendor/lead-writer.zip");
         expect(config.retainSolutionOnDelete).toBe(true);
         expect(config.rolePrivileges).toEqual([{ name: "prvReadAsyncOperation", depth: "Deep" }]);
+    });
+
+    it("reads the service account only for office365, with its defaults, and names each missing key", () => {
+        expect(parseStackConfig(valid).serviceAccount).toBeUndefined();
+        const office365 = { ...valid, authMethod: "office365", serviceAccountUserPrincipalName: "lead-writer@contoso.com" };
+        expect(parseStackConfig({ ...office365, serviceAccountUsageLocation: "us" }).serviceAccount).toEqual({
+            userPrincipalName: "lead-writer@contoso.com",
+            usageLocation: "US",
+            passwordRotationDays: 90,
+            licenseSkuPartNumber: "DYN365_ENTERPRISE_SALES",
+        });
+        expect(problemsOf({ ...valid, authMethod: "office365", serviceAccountUsageLocation: "USA" })).toEqual([
+            "lead-management:serviceAccountUserPrincipalName is required (pulumi config set lead-management:serviceAccountUserPrincipalName <value>)",
+            'lead-management:serviceAccountUsageLocation: "USA" is not a two-letter country code (ISO 3166-1 alpha-2), e.g. US',
+        ]);
     });
 });

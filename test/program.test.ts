@@ -5,7 +5,7 @@ import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./supp
 import { runMockProgram } from "./support/providerHost";
 import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
-import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, StackConfig } from "../components/config";
+import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, SERVICE_ACCOUNT_KEYS, StackConfig } from "../components/config";
 
 type Program = typeof import("../index");
 let mocks: MockRun;
@@ -113,7 +113,7 @@ describe("Pulumi.yaml", () => {
     const declared = [...yaml.split(/^config:\n/m)[1].matchAll(/^ {2}(\w+):\n((?: {4}.*\n?)*)/gm)].map((m) => ({ key: m[1], body: m[2] }));
 
     it("declares exactly the keys the program reads, each with a type and a description", () => {
-        expect(declared.map((d) => d.key).sort()).toEqual([...CONFIG_KEYS].sort());
+        expect(declared.map((d) => d.key).sort()).toEqual([...CONFIG_KEYS, ...SERVICE_ACCOUNT_KEYS].sort());
         for (const { key, body } of declared) {
             expect([key, /^ {4}type: (string|integer|boolean)$/m.test(body)]).toEqual([key, true]);
             expect([key, /^ {4}description: \S/m.test(body)]).toEqual([key, true]);
