@@ -11,10 +11,12 @@ import { FaultPlan, faultReply, sleep, type Fault, type FaultSchedule, type Requ
 import { ODataError } from "./odata";
 import { parseSegment, readBody, safeDecode, type Reply, type Service } from "./protocol";
 import { route } from "./routes";
+import { advanceDirectorySync, GRAPH_PATH, routeGraph } from "./graph";
 import { advance } from "./solutions";
 import { createInitialState, type EmulatorState } from "./state";
 
 export * from "./state";
+export * from "./graphState";
 export type { Fault, RequestLogEntry } from "./faults";
 
 export interface EmulatorOptions {
@@ -109,6 +111,7 @@ class DataverseEmulator implements Emulator, Service {
         if (fault?.kind === "delay") await sleep(fault.ms);
         // The service keeps working between requests: each request moves every running operation one step on.
         for (const op of this.state.asyncOperations) advance(this, op);
+        advanceDirectorySync(this);
 
         let reply: Reply;
         if (fault?.kind === "status") {
@@ -139,6 +142,7 @@ class DataverseEmulator implements Emulator, Service {
     }
 
     private dispatch(req: http.IncomingMessage, method: string, url: URL, body: unknown): Reply {
+        if (url.pathname.startsWith(GRAPH_PATH)) return routeGraph(this, req, method, url, body);
         const rawSegments = url.pathname.split("/").filter((s) => s.length > 0);
         const base = API_PATH.split("/").filter((s) => s.length > 0);
         for (let i = 0; i < base.length; i++) {
