@@ -102,6 +102,7 @@ describe("authMethod office365 under mocks", () => {
             userPrincipalName: UPN,
             usageLocation: "US",
             forcePasswordChange: false,
+            disablePasswordExpiration: true,
             accountEnabled: true,
         });
         expect(user.additionalSecretOutputs).toEqual(expect.arrayContaining(["password"]));
@@ -172,6 +173,34 @@ describe("the Graph client and GRAPH_ENDPOINT", () => {
         );
         expect((failure as GraphError).hasCode("request_resourcenotfound")).toBe(true);
         expect(inspect(failure)).not.toContain(TOKEN);
+    });
+
+    it("plays assignLicense's refusals: unknown SKU, no usage location, no free seat", async () => {
+        const user = directoryUser(UPN);
+        emulator.state.graph.users.push(user);
+        const assign = async (skuId: string) => {
+            const response = await fetch(`${emulator.origin}/v1.0/users/${user.id}/assignLicense`, {
+                method: "POST",
+                headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+                body: JSON.stringify({ addLicenses: [{ skuId, disabledPlans: [] }], removeLicenses: [] }),
+            });
+            return { status: response.status, body: (await response.json()) as { error?: { code: string; message: string } } };
+        };
+        expect(await assign("0badc0de-0000-4000-8000-000000000001")).toEqual({
+            status: 400,
+            body: {
+                error: { code: "Request_BadRequest", message: expect.stringMatching(/does not correspond to a valid company License/) },
+            },
+        });
+        user.usageLocation = null;
+        expect((await assign(DYNAMICS_SALES_SKU_ID)).body.error?.message).toBe(
+            "License assignment cannot be done for user with invalid usage location.",
+        );
+        user.usageLocation = "US";
+        emulator.state.graph.skus[0].enabled = 0;
+        expect((await assign(DYNAMICS_SALES_SKU_ID)).body.error?.message).toMatch(/does not have any available licenses/);
+        expect(user.assignedLicenses).toEqual([]);
+        expect(emulator.state.systemUsers.filter((u) => u.azureactivedirectoryobjectid === user.id)).toEqual([]);
     });
 
     it("waits out a 429 with Retry-After, as the Dataverse client does", async () => {
@@ -375,6 +404,22 @@ describe("the Office 365 providers against the emulator", () => {
             /No free seat of DYN365_ENTERPRISE_SALES for lead-writer@contoso\.com: 1 enabled, 1 assigned\. Buy a licence or free one/,
         );
         expect(writesSince(0)).toEqual([]);
+    });
+
+    it("explains a seat taken between its count and the assignment", async () => {
+        emulator.state.graph.skus[0].enabled = 1;
+        emulator.injectFault({ method: "GET", path: /^\/v1\.0\/users\// }, 1, { kind: "delay", ms: 500 });
+        const attempt = engineFor("graph:UserLicense").up(licenseInputs());
+        const failure = expect(attempt).rejects.toThrow(
+            /No free seat of DYN365_ENTERPRISE_SALES for lead-writer@contoso\.com \(Microsoft Graph POST .*assignLicense failed: 400 Request_BadRequest Subscription .* does not have any available licenses\. \(request id [0-9a-f-]{36}\)\)\. Buy a licence/,
+        );
+        // Someone else takes the last seat while the provider reads the user.
+        while (!emulator.requests.some((r) => r.path.startsWith("/v1.0/users/"))) await new Promise((r) => setTimeout(r, 10));
+        emulator.state.graph.users.push(
+            directoryUser("someone@contoso.com", { assignedLicenses: [{ skuId: DYNAMICS_SALES_SKU_ID, disabledPlans: [] }] }),
+        );
+        await failure;
+        expect(account.assignedLicenses).toEqual([]);
     });
 
     it("reports a user without the licence as drift on refresh, and a user without a usage location clearly", async () => {
