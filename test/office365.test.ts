@@ -147,7 +147,13 @@ describe("the Graph client and GRAPH_ENDPOINT", () => {
     it("sends requests under /v1.0/ of GRAPH_ENDPOINT with GRAPH_TOKEN", async () => {
         process.env.GRAPH_ENDPOINT = emulator.origin;
         process.env.GRAPH_TOKEN = TOKEN;
+        const warn = jest.spyOn(console, "warn").mockImplementation(() => undefined);
         const graph = graphClientFromEnvironment();
+        graphClientFromEnvironment();
+        expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+            expect.stringContaining(`GRAPH_ENDPOINT is set: requests meant for https://graph.microsoft.com go to ${emulator.origin}.`),
+        ]);
+        warn.mockRestore();
         expect(graph.baseUrl).toBe(`${emulator.origin}/v1.0/`);
         const skus = await graph.list<{ skuPartNumber: string }>("subscribedSkus");
         expect(skus.map((s) => s.skuPartNumber).sort()).toEqual(["DYN365_ENTERPRISE_SALES", "ENTERPRISEPACK"]);
