@@ -4,14 +4,6 @@ import { LeadManagement } from "./components/leadManagement";
 const config = loadStackConfig();
 const leads = new LeadManagement("lead-management", { config });
 
-// The fields of Partner Center's "Connection details" form (Dynamics 365 Customer Engagement).
-export const leadDestination = leads.leadDestination;
-export const instanceUrl = leads.instanceUrl;
-export const authenticationMethod = leads.authenticationMethod;
-export const applicationId = leads.applicationId;
-export const directoryId = leads.directoryId;
-export const clientSecret = leads.clientSecret;
-export const clientSecretEndDate = leads.clientSecretEndDate;
-export const contactEmails = leads.contactEmails;
-// Only when allowElevatedPrivileges let something beyond the guide through (undefined outputs are left out).
-export const elevatedPrivileges = leads.elevatedPrivileges;
+// The stack outputs are the fields of Partner Center's "Connection details" form (Dynamics 365 Customer Engagement)
+// for the configured sign-in method, and only those, plus the notices a user must act on.
+export = { ...leads.connectionDetails, ...leads.notices };

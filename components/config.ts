@@ -621,7 +621,7 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management", 
         const order = (p: { name: string }) => (isConfigKey(p.name) ? CONFIG_KEYS.indexOf(p.name) : CONFIG_KEYS.length);
         throw new ConfigError([...problems].sort((a, b) => order(a) - order(b)).map((p) => p.text));
     }
-    return config as StackConfig;
+    return (serviceAccount ? { ...config, serviceAccount } : config) as StackConfig;
 }
 
 function isConfigKey(name: string): name is ConfigKey {

@@ -2,7 +2,9 @@ import * as pulumi from "@pulumi/pulumi";
 import * as azuread from "@pulumi/azuread";
 import { asConfigured, configInput, StackConfig } from "./config";
 import { AzureAdApp } from "./identity/azureAdApp";
+import { Office365ServiceAccount } from "./identity/office365User";
 import { ApplicationUser } from "./dataverse/applicationUser";
+import { SyncedUser } from "./dataverse/systemUserSync";
 import { RoleAssignment } from "./dataverse/roleAssignment";
 import { RolePrivileges } from "./dataverse/rolePrivileges";
 import { LeadWriterSolution } from "./dataverse/solution";
@@ -11,6 +13,34 @@ import { LeadWriterSolution } from "./dataverse/solution";
 export interface LeadManagementArgs {
     /** The validated stack configuration (see `components/config.ts`). */
     readonly config: StackConfig;
+}
+
+/** Partner Center's "Connection details" with "Azure Active Directory" authentication. */
+export interface AzureAdConnectionDetails {
+    leadDestination: pulumi.Output<string>;
+    instanceUrl: pulumi.Output<string>;
+    /** "Azure Active Directory". */
+    authenticationMethod: pulumi.Output<string>;
+    applicationId: pulumi.Output<string>;
+    directoryId: pulumi.Output<string>;
+    /** Secret. */
+    clientSecret: pulumi.Output<string>;
+    clientSecretEndDate: pulumi.Output<string>;
+    contactEmails: pulumi.Output<string>;
+}
+
+/** Partner Center's "Connection details" with "Office 365" authentication. */
+export interface Office365ConnectionDetails {
+    leadDestination: pulumi.Output<string>;
+    instanceUrl: pulumi.Output<string>;
+    /** "Office 365". */
+    authenticationMethod: pulumi.Output<string>;
+    userName: pulumi.Output<string>;
+    /** Secret. */
+    password: pulumi.Output<string>;
+    /** When the next `pulumi up` renews the password; paste the new one into Partner Center right after it. */
+    passwordRenewalDate: pulumi.Output<string>;
+    contactEmails: pulumi.Output<string>;
 }
 
 /**
@@ -24,56 +54,38 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly instanceUrl: pulumi.Output<string>;
     /** Partner Center's "Authentication". */
     public readonly authenticationMethod: pulumi.Output<string>;
-    /** Partner Center's "Application (client) ID". */
-    public readonly applicationId: pulumi.Output<string>;
-    /** Partner Center's "Directory ID". */
-    public readonly directoryId: pulumi.Output<string>;
-    /** Partner Center's "Client secret" (secret). */
-    public readonly clientSecret: pulumi.Output<string>;
-    /** When the current client secret expires. */
-    public readonly clientSecretEndDate: pulumi.Output<string>;
+    /** The form's fields for the chosen sign-in method, and only those (what index.ts exports). */
+    public readonly connectionDetails: AzureAdConnectionDetails | Office365ConnectionDetails;
     /** Partner Center's "Contact email", addresses separated by ';'. */
     public readonly contactEmails: pulumi.Output<string>;
-    /** The Dataverse application user the lead service writes as. */
+    /** The Dataverse user the lead service writes as (the application user, or the service account's user). */
     public readonly systemUserId: pulumi.Output<string>;
     /** Version of the Marketplace Lead Writer solution on the instance. */
     public readonly solutionVersion: pulumi.Output<string>;
-    /** What `allowElevatedPrivileges` let through beyond the guide; undefined while the stack stays within it. */
-    public readonly elevatedPrivileges?: pulumi.Output<string>;
+    /**
+     * Stack outputs beyond Partner Center's form that a user must see; each is present only when it applies
+     * (the engine refuses undefined outputs).
+     */
+    public readonly notices: { elevatedPrivileges?: pulumi.Output<string> };
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
-        // The one place that still refuses the Office 365 path: config accepts and validates its keys, and this
-        // guard goes when the service-account identity layer (issue 12) is wired in below.
-        if (args.config.authMethod === "office365") {
-            throw new Error(`lead-management:authMethod "office365" is not supported yet; use "azureAD" (the guide's recommended path)`);
-        }
         super("leadmanagement:index:LeadManagement", name, {}, opts);
         const { config } = args;
         // Every config value passed to a resource goes through configInput/asConfigured, so a key stored with
         // `pulumi config set --secret` stays a secret in inputs, state and diffs. Values that decide which resources
-        // exist or when a secret rotates (grantAdminConsent, clientSecretRotationDays) cannot be Outputs.
+        // exist or when a secret rotates (grantAdminConsent, the rotation periods) cannot be Outputs.
         const instanceUrl = configInput(config, "instanceUrl");
         const roleName = configInput(config, "leadWriterRoleName");
 
+        this.notices = {};
         if (config.elevatedPrivileges.length > 0) {
             // Printed by the program, so it shows in every preview and up (and in a PR's preview comment).
             pulumi.log.warn(
                 `allowElevatedPrivileges is true: the lead service's user gets more than the guide asks for: ${config.elevatedPrivileges.join("; ")}`,
                 this,
             );
+            this.notices.elevatedPrivileges = pulumi.output(config.elevatedPrivileges.join("; "));
         }
-
-        const identity = new AzureAdApp(
-            `${name}-aad`,
-            {
-                displayName: configInput(config, "appDisplayName"),
-                signInAudience: configInput(config, "signInAudience"),
-                redirectUri: configInput(config, "redirectUri"),
-                grantAdminConsent: config.grantAdminConsent,
-                clientSecretRotationDays: config.clientSecretRotationDays,
-            },
-            { parent: this },
-        );
 
         const solution = new LeadWriterSolution(
             `${name}-solution`,
@@ -88,23 +100,85 @@ export class LeadManagement extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        // Dataverse accepts the user only once the app's service principal exists in the tenant.
-        const appUser = new ApplicationUser(
-            `${name}-app-user`,
-            {
-                instanceUrl,
+        this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
+        this.instanceUrl = pulumi.output(instanceUrl);
+        this.contactEmails = pulumi.output(asConfigured(config, "contactEmails", config.contactEmails.join(";")));
+        const common = { leadDestination: this.leadDestination, instanceUrl: this.instanceUrl };
+        let systemUser: pulumi.CustomResource & { systemUserId: pulumi.Output<string> };
+        if (config.authMethod === "office365") {
+            const account = config.serviceAccount;
+            if (!account) throw new Error("authMethod office365 needs the serviceAccount* config keys");
+            const serviceAccount = new Office365ServiceAccount(
+                `${name}-o365`,
+                {
+                    userPrincipalName: asConfigured(config, "serviceAccountUserPrincipalName", account.userPrincipalName),
+                    displayName: configInput(config, "appDisplayName"),
+                    usageLocation: asConfigured(config, "serviceAccountUsageLocation", account.usageLocation),
+                    passwordRotationDays: account.passwordRotationDays,
+                    licenseSkuPartNumber: asConfigured(config, "serviceAccountLicenseSku", account.licenseSkuPartNumber),
+                },
+                { parent: this },
+            );
+            // Dataverse makes the user itself once the licence is assigned; this waits for it.
+            systemUser = new SyncedUser(
+                `${name}-synced-user`,
+                {
+                    instanceUrl,
+                    objectId: serviceAccount.objectId,
+                    userPrincipalName: serviceAccount.userPrincipalName,
+                    licenseSkuId: serviceAccount.licenseSkuId,
+                },
+                { parent: this, dependsOn: [serviceAccount] },
+            );
+            this.authenticationMethod = pulumi.output("Office 365");
+            this.connectionDetails = {
+                ...common,
+                authenticationMethod: this.authenticationMethod,
+                userName: serviceAccount.userPrincipalName,
+                password: serviceAccount.password,
+                passwordRenewalDate: serviceAccount.passwordRenewalDate,
+                contactEmails: this.contactEmails,
+            };
+        } else {
+            const identity = new AzureAdApp(
+                `${name}-aad`,
+                {
+                    displayName: configInput(config, "appDisplayName"),
+                    signInAudience: configInput(config, "signInAudience"),
+                    redirectUri: configInput(config, "redirectUri"),
+                    grantAdminConsent: config.grantAdminConsent,
+                    clientSecretRotationDays: config.clientSecretRotationDays,
+                },
+                { parent: this },
+            );
+            // Dataverse accepts the user only once the app's service principal exists in the tenant.
+            systemUser = new ApplicationUser(
+                `${name}-app-user`,
+                {
+                    instanceUrl,
+                    applicationId: identity.applicationId,
+                    businessUnitId: asConfigured(config, "businessUnitId", config.businessUnitId ?? ""),
+                },
+                { parent: this, dependsOn: [identity] },
+            );
+            this.authenticationMethod = pulumi.output("Azure Active Directory");
+            this.connectionDetails = {
+                ...common,
+                authenticationMethod: this.authenticationMethod,
                 applicationId: identity.applicationId,
-                businessUnitId: asConfigured(config, "businessUnitId", config.businessUnitId ?? ""),
-            },
-            { parent: this, dependsOn: [identity] },
-        );
+                directoryId: azuread.getClientConfigOutput({ parent: this }).tenantId,
+                clientSecret: identity.clientSecret,
+                clientSecretEndDate: identity.clientSecretEndDate,
+                contactEmails: this.contactEmails,
+            };
+        }
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
         new RoleAssignment(
             `${name}-role-assignment`,
             {
                 instanceUrl,
-                systemUserId: appUser.systemUserId,
+                systemUserId: systemUser.systemUserId,
                 roleName,
             },
             { parent: this, dependsOn: [solution] },
@@ -120,31 +194,13 @@ export class LeadManagement extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
-        this.instanceUrl = pulumi.output(instanceUrl);
-        this.authenticationMethod = pulumi.output("Azure Active Directory");
-        this.applicationId = identity.applicationId;
-        this.directoryId = azuread.getClientConfigOutput({ parent: this }).tenantId;
-        this.clientSecret = identity.clientSecret;
-        this.clientSecretEndDate = identity.clientSecretEndDate;
-        this.contactEmails = pulumi.output(asConfigured(config, "contactEmails", config.contactEmails.join(";")));
-        this.systemUserId = appUser.systemUserId;
+        this.systemUserId = systemUser.systemUserId;
         this.solutionVersion = solution.installedVersion;
-        if (config.elevatedPrivileges.length > 0) {
-            this.elevatedPrivileges = pulumi.output(config.elevatedPrivileges.join("; "));
-        }
         this.registerOutputs({
-            leadDestination: this.leadDestination,
-            instanceUrl: this.instanceUrl,
-            authenticationMethod: this.authenticationMethod,
-            applicationId: this.applicationId,
-            directoryId: this.directoryId,
-            clientSecret: this.clientSecret,
-            clientSecretEndDate: this.clientSecretEndDate,
-            contactEmails: this.contactEmails,
+            ...this.connectionDetails,
+            ...this.notices,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
-            elevatedPrivileges: this.elevatedPrivileges,
         });
     }
 }

@@ -187,17 +187,6 @@ describe("the program with bad config", () => {
         }
         expect(report.registrations).toEqual([]);
     }, 60_000);
-
-    it("still refuses the Office 365 path, which config accepts, before declaring anything", async () => {
-        const report = await runMockProgram({
-            ...stackConfig("dev"),
-            authMethod: "office365",
-            serviceAccountUserPrincipalName: "lead-writer@contoso.onmicrosoft.com",
-            serviceAccountUsageLocation: "US",
-        });
-        expect(report.error).toMatch(/lead-management:authMethod "office365" is not supported yet/);
-        expect(report.registrations).toEqual([]);
-    }, 60_000);
 });
 
 describe("Pulumi.yaml", () => {

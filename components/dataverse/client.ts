@@ -1,39 +1,55 @@
+import axios from "axios";
 import { redactUrl } from "../redact";
-import axios, { AxiosInstance, AxiosResponse } from "axios";
-import { AccessToken, DefaultAzureCredential, TokenCredential } from "@azure/identity";
+import { checkEndpointOverride, endpointOverride } from "../http/endpoint";
+import {
+    HttpMethod,
+    RequestCore,
+    RequestCoreOptions,
+    RETRYABLE_STATUS,
+    ServiceError,
+    sleep,
+    staticTokenCredential,
+} from "../http/requestCore";
+
+export { DEFAULT_RETRY_POLICY, parseRetryAfter, sleep, staticTokenCredential } from "../http/requestCore";
+export type { RetryPolicy } from "../http/requestCore";
 
 /**
- * The only HTTP code of the project: every Dataverse Web API call of every provider goes through here, so
- * authentication, OData errors, retries and throttling are handled once.
+ * The Dataverse Web API client: every Dataverse call of every provider goes through here. Authentication, errors,
+ * retries and throttling are the shared request core's (`components/http/requestCore.ts`), which the Microsoft
+ * Graph client uses too; this adds OData: headers, entity ids, paging, references, actions.
  */
 
 const API_PATH = "/api/data/v9.2/";
 
 /** A failed Dataverse call. Carries what is needed to diagnose it and never the bearer token. */
-export class DataverseError extends Error {
+export class DataverseError extends ServiceError {
     constructor(
         message: string,
         /** HTTP status; 0 when no response arrived. */
-        public readonly status: number,
+        status: number,
         /** Dataverse error code such as `0x8004F511`, or a transport code such as `ECONNRESET`; may be empty. */
-        public readonly code: string,
-        public readonly method: string,
+        code: string,
+        method: string,
         /** Request path below `/api/data/v9.2/`, without the query. */
-        public readonly path: string,
+        path: string,
         /** `x-ms-service-request-id` of the failed response, for Microsoft support. */
-        public readonly requestId?: string,
+        requestId?: string,
         /** True when the request may have been carried out although no answer arrived (a POST cut off mid-flight). */
-        public readonly ambiguous = false,
+        ambiguous = false,
     ) {
-        super(message);
-        // Closure serialization turns `super(message)` into `Error.call(this, message)`, which sets no message.
+        super(message, status, code, method, path, requestId, ambiguous);
+        // Closure serialization turns `super(...)` into a plain call that may set no message.
         this.message = message;
         this.name = "DataverseError";
     }
 
-    /** Dataverse reports codes in varying case and sometimes without the 0x prefix. */
-    hasCode(code: string): boolean {
-        return this.code.toLowerCase().replace(/^0x/, "") === code.toLowerCase().replace(/^0x/, "");
+    /**
+     * The base class's, declared again on purpose: closure serialization links a subclass's prototype to its base
+     * only when the subclass has methods of its own, and without one `hasCode` is missing in the engine.
+     */
+    override hasCode(code: string): boolean {
+        return super.hasCode(code);
     }
 }
 
@@ -46,39 +62,11 @@ export const ErrorCodes = {
     anotherImportRunning: "0x80071151",
 } as const;
 
-export interface RetryPolicy {
-    /** Attempts in all, the first one included. */
-    maxAttempts: number;
-    /** No retry is started once this much time has passed since the first attempt. */
-    maxElapsedMs: number;
-    /** First backoff step when the service gives no `Retry-After`; doubles each attempt, with full jitter. */
-    baseDelayMs: number;
-    /** Upper bound of one wait, `Retry-After` included. */
-    maxDelayMs: number;
-}
-
-export const DEFAULT_RETRY_POLICY: RetryPolicy = {
-    maxAttempts: 6,
-    maxElapsedMs: 10 * 60_000,
-    baseDelayMs: 500,
-    // Service protection asks for waits of up to five minutes.
-    maxDelayMs: 5 * 60_000,
-};
-
-export interface DataverseClientOptions {
+export interface DataverseClientOptions extends RequestCoreOptions {
     /** The instance, `https://<org>.crm<N>.dynamics.com`: the token audience. */
     instanceUrl: string;
     /** Origin the requests go to, if not the instance itself (an emulator or a private endpoint). */
     endpoint?: string;
-    /** Where bearer tokens come from; `DefaultAzureCredential` by default. */
-    credential?: TokenCredential;
-    retry?: Partial<RetryPolicy>;
-    /** Per-request timeout. */
-    timeoutMs?: number;
-    /** Requests in flight at once; service protection allows 52 per user and server. */
-    maxConcurrency?: number;
-    /** Told about each wait before a retry, e.g. to log it. */
-    onRetry?: (info: { method: string; path: string; attempt: number; delayMs: number; reason: string }) => void;
 }
 
 export interface RequestOptions {
@@ -107,15 +95,6 @@ export interface EntityCollection<T> {
     "@odata.nextLink"?: string;
 }
 
-/** A credential that hands out one fixed token, e.g. from `DATAVERSE_TOKEN` or `az account get-access-token`. */
-export function staticTokenCredential(token: string): TokenCredential {
-    return {
-        async getToken(): Promise<AccessToken> {
-            return { token, expiresOnTimestamp: Date.now() + 60 * 60_000 };
-        },
-    };
-}
-
 /** A `$filter` string literal: single-quoted, a quote inside doubled. */
 export function odataString(value: string): string {
     return `'${value.replace(/'/g, "''")}'`;
@@ -135,64 +114,6 @@ export function odataGuid(value: string): string {
 export function entityIdFromHeader(header: string | undefined): string | undefined {
     const match = header ? /\(([0-9a-fA-F-]{36})\)\s*$/.exec(header) : null;
     return match ? match[1].toLowerCase() : undefined;
-}
-
-/** Milliseconds to wait from a `Retry-After` header: delta-seconds or an HTTP date. */
-export function parseRetryAfter(header: string | undefined, now = Date.now()): number | undefined {
-    if (!header) return undefined;
-    const trimmed = header.trim();
-    if (/^\d+(\.\d+)?$/.test(trimmed)) {
-        return Math.round(Number(trimmed) * 1000);
-    }
-    // Only the HTTP-date form (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT"): Date.parse accepts far too much.
-    if (!/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(trimmed)) return undefined;
-    const date = Date.parse(trimmed);
-    return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
-// Arrays, not Sets: closure serialization stores a Set as a plain object, and `has` then fails in the engine.
-const RETRYABLE_STATUS: readonly number[] = [429, 502, 503, 504];
-// Transport failures worth another try; ECONNREFUSED alone proves the request never reached the service.
-const RETRYABLE_TRANSPORT: readonly string[] = [
-    "ECONNRESET",
-    "ECONNREFUSED",
-    "ETIMEDOUT",
-    "ECONNABORTED",
-    "EPIPE",
-    "EAI_AGAIN",
-    "ERR_SOCKET_CONNECTION_TIMEOUT",
-];
-const NEVER_SENT: readonly string[] = ["ECONNREFUSED", "EAI_AGAIN"];
-
-/** Caps requests in flight; waiters are served in arrival order. */
-class Semaphore {
-    private available: number;
-    private readonly waiting: (() => void)[];
-
-    // Fields are set in the constructor: closure serialization keeps the constructor's body, not class fields.
-    constructor(size: number) {
-        this.available = size;
-        this.waiting = [];
-    }
-
-    async run<T>(task: () => Promise<T>): Promise<T> {
-        if (this.available > 0) {
-            this.available--;
-        } else {
-            await new Promise<void>((resolve) => this.waiting.push(resolve));
-        }
-        try {
-            return await task();
-        } finally {
-            const next = this.waiting.shift();
-            if (next) next();
-            else this.available++;
-        }
-    }
-}
-
-export function sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Redirects followed on the same host before a download gives up. */
@@ -284,161 +205,50 @@ export async function downloadFile(url: string, timeoutMs = 120_000): Promise<Bu
     }
 }
 
-function errorFromResponse(method: string, path: string, response: AxiosResponse): DataverseError {
-    const body = response.data as { error?: { code?: string; message?: string } } | string | undefined;
-    const error = typeof body === "object" && body !== null ? body.error : undefined;
-    const code = error?.code ?? "";
-    const detail = error?.message ?? (typeof body === "string" && body.length > 0 ? body.slice(0, 500) : response.statusText);
-    // Dataverse's own request id (public SDK code and captured responses read this header), what support asks for.
-    const requestId = response.headers["x-ms-service-request-id"] as string | undefined;
-    return new DataverseError(
-        `Dataverse ${method} ${path} failed: ${response.status}${code ? ` ${code}` : ""} ${detail}${requestId ? ` (request id ${requestId})` : ""}`,
-        response.status,
-        code,
-        method,
-        path,
-        requestId,
-    );
-}
-
 /** A Dataverse Web API client for one instance. */
 export class DataverseClient {
     /** The instance (`https://<org>.crm.dynamics.com`) this client acts on. */
     readonly instanceUrl: string;
     /** `<endpoint>/api/data/v9.2/`, where requests go; `@odata.id` references are built on it. */
     readonly baseUrl: string;
-    private readonly http: AxiosInstance;
-    private readonly credential: TokenCredential;
-    private readonly retry: RetryPolicy;
-    private readonly gate: Semaphore;
-    private readonly onRetry: DataverseClientOptions["onRetry"];
-    private cachedToken: AccessToken | undefined;
-    private pendingToken: Promise<AccessToken> | undefined;
+    private readonly core: RequestCore;
 
     constructor(options: DataverseClientOptions) {
         this.instanceUrl = options.instanceUrl.replace(/\/+$/, "");
         this.baseUrl = `${(options.endpoint ?? this.instanceUrl).replace(/\/+$/, "")}${API_PATH}`;
-        this.credential = options.credential ?? new DefaultAzureCredential();
-        this.retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
-        this.gate = new Semaphore(options.maxConcurrency ?? 8);
-        this.onRetry = options.onRetry;
-        this.http = axios.create({
-            baseURL: this.baseUrl,
-            timeout: options.timeoutMs ?? 120_000,
-            // Statuses are judged below, so that no axios error (whose config holds the Authorization header) escapes.
-            validateStatus: () => true,
-            maxRedirects: 0,
-            headers: {
-                Accept: "application/json",
-                "OData-MaxVersion": "4.0",
-                "OData-Version": "4.0",
+        this.core = new RequestCore(
+            {
+                service: "Dataverse",
+                baseUrl: this.baseUrl,
+                scope: `${this.instanceUrl}/.default`,
+                audience: this.instanceUrl,
+                headers: {
+                    Accept: "application/json",
+                    "OData-MaxVersion": "4.0",
+                    "OData-Version": "4.0",
+                },
+                // Dataverse's own request id (public SDK code and captured responses read this header), what support asks for.
+                requestIdHeader: "x-ms-service-request-id",
+                errorOf: (e) => new DataverseError(e.message, e.status, e.code, e.method, e.path, e.requestId, e.ambiguous),
             },
-        });
-    }
-
-    /** Bearer token for the instance, reused until two minutes before it expires. */
-    private async token(): Promise<string> {
-        if (this.cachedToken && this.cachedToken.expiresOnTimestamp - Date.now() > 2 * 60_000) {
-            return this.cachedToken.token;
-        }
-        // Requests that start together share one fetch instead of each starting a credential flow.
-        this.pendingToken ??= this.fetchToken().finally(() => {
-            this.pendingToken = undefined;
-        });
-        return (await this.pendingToken).token;
-    }
-
-    private async fetchToken(): Promise<AccessToken> {
-        let token: AccessToken | null;
-        try {
-            token = await this.credential.getToken(`${this.instanceUrl}/.default`);
-        } catch (err) {
-            throw new DataverseError(
-                `Could not get a token for ${this.instanceUrl}: ${(err as Error).message}. Sign in with 'az login' or configure workload identity.`,
-                0,
-                "CredentialUnavailable",
-                "TOKEN",
-                "",
-            );
-        }
-        if (!token) {
-            throw new DataverseError(`The credential returned no token for ${this.instanceUrl}`, 0, "CredentialUnavailable", "TOKEN", "");
-        }
-        this.cachedToken = token;
-        return token;
+            options,
+        );
     }
 
     /** One Web API request with authentication, throttling, retries and OData error decoding. */
-    async request<T>(
-        method: "GET" | "POST" | "PATCH" | "DELETE",
-        path: string,
-        options: RequestOptions = {},
-    ): Promise<DataverseResponse<T>> {
-        const started = Date.now();
-        const replayable = method !== "POST" || options.idempotent === true;
-        let refreshedToken = false;
-        for (let attempt = 1; ; attempt++) {
-            let failure: DataverseError;
-            let retryAfterMs: number | undefined;
-            try {
-                const response = await this.gate.run(async () =>
-                    this.http.request({
-                        method,
-                        url: path,
-                        params: options.query,
-                        data: options.body,
-                        timeout: options.timeoutMs,
-                        headers: {
-                            Authorization: `Bearer ${await this.token()}`,
-                            ...(options.body !== undefined ? { "Content-Type": "application/json" } : {}),
-                            ...(options.returnRepresentation ? { Prefer: "return=representation" } : {}),
-                        },
-                    }),
-                );
-                if (response.status < 300) {
-                    return {
-                        status: response.status,
-                        data: (response.data === "" ? undefined : response.data) as T,
-                        entityId: entityIdFromHeader(response.headers["odata-entityid"] as string | undefined),
-                    };
-                }
-                failure = errorFromResponse(method, path, response);
-                if (response.status === 401 && !refreshedToken) {
-                    // A revoked or expired token: one fresh token, then the request again (401 means it was not run).
-                    refreshedToken = true;
-                    this.cachedToken = undefined;
-                    attempt--; // the replay with a fresh token is not one of the retries
-                    continue;
-                }
-                if (!RETRYABLE_STATUS.includes(response.status) || (!replayable && response.status !== 429)) {
-                    throw failure;
-                }
-                retryAfterMs = parseRetryAfter(response.headers["retry-after"] as string | undefined);
-            } catch (err) {
-                if (err instanceof DataverseError) throw err;
-                const code = (err as { code?: string }).code ?? "";
-                const sent = !NEVER_SENT.includes(code);
-                failure = new DataverseError(
-                    `Dataverse ${method} ${path} failed: ${code || "network error"} ${(err as Error).message}`,
-                    0,
-                    code,
-                    method,
-                    path,
-                    undefined,
-                    !replayable && sent,
-                );
-                if (!RETRYABLE_TRANSPORT.includes(code) || (!replayable && sent)) {
-                    throw failure;
-                }
-            }
-            const backoff = Math.random() * Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1));
-            const delayMs = Math.min(this.retry.maxDelayMs, retryAfterMs ?? backoff);
-            if (attempt >= this.retry.maxAttempts || Date.now() - started + delayMs > this.retry.maxElapsedMs) {
-                throw failure;
-            }
-            this.onRetry?.({ method, path, attempt, delayMs, reason: failure.message });
-            await sleep(delayMs);
-        }
+    async request<T>(method: HttpMethod, path: string, options: RequestOptions = {}): Promise<DataverseResponse<T>> {
+        const response = await this.core.send<T>(method, path, {
+            query: options.query,
+            body: options.body,
+            idempotent: options.idempotent,
+            timeoutMs: options.timeoutMs,
+            headers: options.returnRepresentation ? { Prefer: "return=representation" } : undefined,
+        });
+        return {
+            status: response.status,
+            data: response.data,
+            entityId: entityIdFromHeader(response.headers["odata-entityid"]),
+        };
     }
 
     async get<T>(path: string, query?: Record<string, string>): Promise<T> {
@@ -527,62 +337,22 @@ export class DataverseClient {
     }
 }
 
-function isLoopbackHost(hostname: string): boolean {
-    // URL normalises 127.1 to 127.0.0.1 and [0:0:0:0:0:0:0:1] to [::1].
-    return hostname === "localhost" || hostname === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
-}
-
-/**
- * The origin `DATAVERSE_ENDPOINT` names, checked before a token could go there: a loopback origin over http or
- * https (an emulator, a local proxy), any other origin over https only. Refuses anything else, naming the variable.
- */
+/** The origin `DATAVERSE_ENDPOINT` may name, checked before a token could go there (see components/http/endpoint.ts). */
 export function parseDataverseEndpoint(value: string): string {
-    const refuse = (why: string) =>
-        new Error(
-            `DATAVERSE_ENDPOINT "${redactUrl(value)}" ${why}. Set it to an origin: https://<host>[:<port>], or http:// only for a loopback host (127.0.0.1, localhost, [::1]); or unset it to call the instance.`,
-        );
-    let url: URL;
-    try {
-        url = new URL(value);
-    } catch {
-        throw refuse("is not a URL");
-    }
-    if (url.protocol !== "https:" && url.protocol !== "http:") {
-        throw refuse(`uses ${url.protocol.replace(/:$/, "")}, not http(s)`);
-    }
-    if (url.username || url.password) {
-        throw refuse("carries user info");
-    }
-    if (url.pathname !== "/" || value.includes("?") || value.includes("#")) {
-        throw refuse("has a path, query or fragment; the /api/data/v9.2/ path is added by the client");
-    }
-    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-        throw refuse("uses http to a host that is not loopback: the bearer token would cross the network unencrypted");
-    }
-    return url.origin;
+    return checkEndpointOverride("DATAVERSE_ENDPOINT", value);
 }
-
-// A plain object, not a Set: it is serialized with the providers (empty) and filled in the provider process.
-const endpointWarnings: Record<string, boolean> = {};
 
 /**
  * The client the providers use. Read at call time, never from state: `DATAVERSE_ENDPOINT` sends the requests to
- * another origin (the `/api/data/v9.2/` path stays; see {@link parseDataverseEndpoint}) and `DATAVERSE_TOKEN`
- * replaces the credential chain with a fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally,
- * workload identity in CI). A set `DATAVERSE_ENDPOINT` is announced once per process, since tokens follow it.
+ * another origin (the `/api/data/v9.2/` path stays) and `DATAVERSE_TOKEN` replaces the credential chain with a
+ * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI). A set
+ * `DATAVERSE_ENDPOINT` is checked and announced once per process, since tokens follow it.
  */
 export function clientFromEnvironment(
     instanceUrl: string,
     options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {},
 ): DataverseClient {
-    const configured = process.env.DATAVERSE_ENDPOINT?.trim() || undefined;
-    const endpoint = configured === undefined ? undefined : parseDataverseEndpoint(configured);
-    if (endpoint !== undefined && !endpointWarnings[endpoint]) {
-        endpointWarnings[endpoint] = true;
-        console.warn(
-            `warning: DATAVERSE_ENDPOINT is set: Dataverse requests, with their bearer tokens, go to ${endpoint} instead of the instance.`,
-        );
-    }
+    const endpoint = endpointOverride("DATAVERSE_ENDPOINT", "the instance");
     const token = process.env.DATAVERSE_TOKEN?.trim() || undefined;
     return new DataverseClient({
         ...options,
@@ -597,7 +367,7 @@ const sharedClients: Record<string, DataverseClient> = {};
 
 /**
  * The client for an instance shared by all operations of one provider process, so the engine's parallel steps share
- * one token and one concurrency cap. A bad `DATAVERSE_ENDPOINT` fails every call, never only the first.
+ * one token and one concurrency cap.
  */
 export function sharedClient(instanceUrl: string): DataverseClient {
     const key = [instanceUrl, process.env.DATAVERSE_ENDPOINT ?? "", process.env.DATAVERSE_TOKEN ?? ""].join("|");

@@ -1,8 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as azuread from "@pulumi/azuread";
 import { SignInAudience } from "../config";
-
-const DAY_MS = 24 * 60 * 60 * 1000;
+import { rotationPeriod } from "./rotation";
 
 /**
  * Which client secret is current, and when each of the two rotating secrets expires.
@@ -16,8 +15,7 @@ export function secretRotation(
     now: Date,
     rotationDays: number,
 ): { period: number; current: 0 | 1; slots: { generation: number; endDate: string }[] } {
-    const periodMs = rotationDays * DAY_MS;
-    const period = Math.floor(now.getTime() / periodMs);
+    const { period, periodMs } = rotationPeriod(now, rotationDays);
     const slots = ([0, 1] as const).map((slot) => {
         // The latest period, not after this one, in which this slot was (re)issued.
         const issuedIn = period - ((((period - slot) % 2) + 2) % 2);

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createGraphState, type GraphState } from "./graphState";
 
 /** Fixed ids so tests and fixtures can name the seeded rows without querying for them first. */
 export const ORGANIZATION_ID = "6f1c2a9e-0d4b-4c1e-9a57-3b8e2f40c001";
@@ -152,6 +153,8 @@ export interface EmulatorState {
     /** Roles a solution installs when its zip carries no <Roles> of its own (the real package's layout is unknown). */
     solutionCatalog: Record<string, SolutionRoleDefinition[]>;
     quirks: EmulatorQuirks;
+    /** The directory (Microsoft Graph) of the instance's tenant: see graph.ts. */
+    graph: GraphState;
 }
 
 export const LEAD_PRIVILEGE_NAMES = [
@@ -236,6 +239,7 @@ export function createInitialState(): EmulatorState {
         knownApplications: {},
         solutionCatalog: { [LEAD_WRITER_SOLUTION_UNIQUE_NAME]: [leadWriterRoleDefinition()] },
         quirks: { duplicateRoleAssociation: "noop" },
+        graph: createGraphState(),
     };
 }
 

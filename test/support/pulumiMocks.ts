@@ -16,6 +16,9 @@ export const DYNAMICS_CRM_SP_OBJECT_ID = "5a0e2b8c-0000-4000-8000-00000000c0de";
 export const USER_IMPERSONATION_SCOPE_ID = "78ce3f0f-a1ce-49c2-8cde-64b5c0896db4";
 export const MOCK_SECRET_VALUE = "mock-generated-secret-not-real";
 export const MOCK_SYSTEM_USER_ID = "0d3c5a2e-1b4f-4e6a-9c8d-7f6e5d4c3b2a";
+export const MOCK_PASSWORD = "mock-generated-password-not-real";
+export const MOCK_USER_OBJECT_ID = "8c1d3e5f-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
+export const MOCK_SKU_ID = "1e1a282c-9c54-43a2-9310-98ef728faace";
 
 /** What the mocked providers return for each resource type, beyond echoing the inputs. */
 function mockState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
@@ -28,6 +31,14 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
             return { ...inputs, keyId: `key-${name}`, value: MOCK_SECRET_VALUE };
         case "pulumi-nodejs:dynamic/dataverse:Solution":
             return { ...inputs, uniqueName: "MicrosoftMarketplacesLeadIntegrationSolution", installedVersion: "1.0.0.0", adopted: false };
+        case "azuread:index/user:User":
+            return { ...inputs, objectId: MOCK_USER_OBJECT_ID };
+        case "random:index/randomPassword:RandomPassword":
+            return { ...inputs, result: MOCK_PASSWORD };
+        case "pulumi-nodejs:dynamic/graph:UserLicense":
+            return { ...inputs, skuId: MOCK_SKU_ID, assigned: true };
+        case "pulumi-nodejs:dynamic/dataverse:SyncedUser":
+            return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, businessUnitId: "bu", isDisabled: false };
         case "pulumi-nodejs:dynamic/dataverse:ApplicationUser":
             return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, isDisabled: false };
         default:
