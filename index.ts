@@ -13,3 +13,7 @@ export const directoryId = leads.directoryId;
 export const clientSecret = leads.clientSecret;
 export const clientSecretEndDate = leads.clientSecretEndDate;
 export const contactEmails = leads.contactEmails;
+
+// Only with the optional config keys keyVaultId and validateOnUp; absent otherwise.
+export const clientSecretKeyVaultUri = leads.clientSecretKeyVaultUri;
+export const validatedAt = leads.validatedAt;

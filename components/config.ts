@@ -59,6 +59,10 @@ export interface StackConfig {
     /** Keep the solution installed when the stack is destroyed. */
     retainSolutionOnDelete: boolean;
     rolePrivileges: PrivilegeGrant[];
+    /** Write a test lead as the app during `pulumi up`, as Partner Center's "Validate" button does. */
+    validateOnUp: boolean;
+    /** ARM id of an existing Key Vault that receives the current client secret; none by default. */
+    keyVaultId?: string;
 }
 
 /** The raw stack values, as strings, keyed by config key (what `pulumi config get` would print). */
@@ -255,6 +259,8 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management"):
             parsePrivileges,
             GUIDE_ROLE_PRIVILEGES.map((p) => ({ ...p })),
         ),
+        validateOnUp: read("validateOnUp", parseBoolean, false),
+        keyVaultId: optional("keyVaultId", (v) => v),
     };
     if (config.authMethod === "office365") {
         problems.push(`${key("authMethod")}: "office365" is not supported yet; use "azureAD" (the guide's recommended path)`);
@@ -281,6 +287,8 @@ export const CONFIG_KEYS: readonly (keyof StackConfig)[] = [
     "solutionImportTimeoutMinutes",
     "retainSolutionOnDelete",
     "rolePrivileges",
+    "validateOnUp",
+    "keyVaultId",
 ];
 
 /** Reads this stack's config through Pulumi and validates it before any resource is declared. */

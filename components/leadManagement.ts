@@ -6,6 +6,8 @@ import { ApplicationUser } from "./dataverse/applicationUser";
 import { RoleAssignment } from "./dataverse/roleAssignment";
 import { RolePrivileges } from "./dataverse/rolePrivileges";
 import { LeadWriterSolution } from "./dataverse/solution";
+import { LeadValidation } from "./dataverse/leadValidation";
+import { KeyVaultHandoff } from "./identity/keyVaultHandoff";
 
 /** Arguments of {@link LeadManagement}. */
 export interface LeadManagementArgs {
@@ -38,6 +40,10 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly systemUserId: pulumi.Output<string>;
     /** Version of the Marketplace Lead Writer solution on the instance. */
     public readonly solutionVersion: pulumi.Output<string>;
+    /** URI of the Key Vault secret holding the client secret; only with `keyVaultId`. */
+    public readonly clientSecretKeyVaultUri?: pulumi.Output<string>;
+    /** When `pulumi up` last wrote a test lead as the app; only with `validateOnUp`. */
+    public readonly validatedAt?: pulumi.Output<string>;
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
@@ -78,7 +84,7 @@ export class LeadManagement extends pulumi.ComponentResource {
         );
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
-        new RoleAssignment(
+        const roleAssignment = new RoleAssignment(
             `${name}-role-assignment`,
             {
                 instanceUrl: config.instanceUrl,
@@ -87,7 +93,7 @@ export class LeadManagement extends pulumi.ComponentResource {
             },
             { parent: this, dependsOn: [solution] },
         );
-        new RolePrivileges(
+        const rolePrivileges = new RolePrivileges(
             `${name}-role-privileges`,
             {
                 instanceUrl: config.instanceUrl,
@@ -98,11 +104,46 @@ export class LeadManagement extends pulumi.ComponentResource {
             { parent: this },
         );
 
+        const tenantId = azuread.getClientConfigOutput({ parent: this }).tenantId;
+
+        if (config.validateOnUp) {
+            // Partner Center's "Validate", once the user holds the role with its privileges.
+            const validation = new LeadValidation(
+                `${name}-validation`,
+                {
+                    instanceUrl: config.instanceUrl,
+                    tenantId,
+                    applicationId: identity.applicationId,
+                    clientSecret: identity.clientSecret,
+                    clientSecretEndDate: identity.clientSecretEndDate,
+                    roleId: roleAssignment.roleId,
+                    privileges: config.rolePrivileges,
+                    solutionVersion: solution.installedVersion,
+                },
+                { parent: this, dependsOn: [roleAssignment, rolePrivileges] },
+            );
+            this.validatedAt = validation.validatedAt;
+        }
+
+        if (config.keyVaultId) {
+            const handoff = new KeyVaultHandoff(
+                `${name}-key-vault`,
+                {
+                    keyVaultId: config.keyVaultId,
+                    applicationId: identity.applicationId,
+                    clientSecret: identity.clientSecret,
+                    clientSecretEndDate: identity.clientSecretEndDate,
+                },
+                { parent: this },
+            );
+            this.clientSecretKeyVaultUri = handoff.secretUri;
+        }
+
         this.leadDestination = pulumi.output("Dynamics 365 Customer Engagement");
         this.instanceUrl = pulumi.output(config.instanceUrl);
         this.authenticationMethod = pulumi.output("Azure Active Directory");
         this.applicationId = identity.applicationId;
-        this.directoryId = azuread.getClientConfigOutput({ parent: this }).tenantId;
+        this.directoryId = tenantId;
         this.clientSecret = identity.clientSecret;
         this.clientSecretEndDate = identity.clientSecretEndDate;
         this.contactEmails = pulumi.output(config.contactEmails.join(";"));
@@ -119,6 +160,8 @@ export class LeadManagement extends pulumi.ComponentResource {
             contactEmails: this.contactEmails,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
+            clientSecretKeyVaultUri: this.clientSecretKeyVaultUri,
+            validatedAt: this.validatedAt,
         });
     }
 }

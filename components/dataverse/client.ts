@@ -460,11 +460,12 @@ export class DataverseClient {
 /**
  * The client the providers use. Read at call time, never from state: `DATAVERSE_ENDPOINT` sends the requests to
  * another origin (the `/api/data/v9.2/` path stays) and `DATAVERSE_TOKEN` replaces the credential chain with a
- * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI).
+ * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI). A credential
+ * passed in options replaces both.
  */
 export function clientFromEnvironment(
     instanceUrl: string,
-    options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {},
+    options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint"> = {},
 ): DataverseClient {
     const endpoint = process.env.DATAVERSE_ENDPOINT?.trim() || undefined;
     const token = process.env.DATAVERSE_TOKEN?.trim() || undefined;
@@ -472,7 +473,8 @@ export function clientFromEnvironment(
         ...options,
         instanceUrl,
         endpoint,
-        credential: token ? staticTokenCredential(token) : undefined,
+        // An explicit credential (the lead-writing app's, for validation) wins over the deploying identity's token.
+        credential: options.credential ?? (token ? staticTokenCredential(token) : undefined),
     });
 }
 
