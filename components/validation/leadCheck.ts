@@ -159,6 +159,11 @@ export function classifySignInFailure(err: unknown, target: LeadCheckTarget): Le
                 "appUnknown",
                 `App ${target.applicationId} is unknown in tenant ${target.tenantId} (AADSTS700016). Check that applicationId and directoryId come from the same stack, and that the app registration still exists ('pulumi up' recreates it).`,
             );
+        case "90002":
+            return new LeadCheckError(
+                "appUnknown",
+                `Tenant ${target.tenantId} was not found (AADSTS90002). Check directoryId: it is the tenant the app is registered in (the directoryId output).`,
+            );
         default:
             return new LeadCheckError(
                 "unexpected",
