@@ -16,6 +16,7 @@ export const DYNAMICS_CRM_SP_OBJECT_ID = "5a0e2b8c-0000-4000-8000-00000000c0de";
 export const USER_IMPERSONATION_SCOPE_ID = "78ce3f0f-a1ce-49c2-8cde-64b5c0896db4";
 export const MOCK_SECRET_VALUE = "mock-generated-secret-not-real";
 export const MOCK_SYSTEM_USER_ID = "0d3c5a2e-1b4f-4e6a-9c8d-7f6e5d4c3b2a";
+export const MOCK_ROLE_ID = "9a1e7c44-5b2d-4f3a-8e6c-1d0b2a3c4e5f";
 
 /** What the mocked providers return for each resource type, beyond echoing the inputs. */
 function mockState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
@@ -30,6 +31,25 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
             return { ...inputs, uniqueName: "MicrosoftMarketplacesLeadIntegrationSolution", installedVersion: "1.0.0.0", adopted: false };
         case "pulumi-nodejs:dynamic/dataverse:ApplicationUser":
             return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, isDisabled: false };
+        case "pulumi-nodejs:dynamic/dataverse:RoleAssignment":
+            return { ...inputs, roleId: MOCK_ROLE_ID, businessUnitId: "5b8c3a1d-0000-4000-8000-0000000000b0" };
+        case "pulumi-nodejs:dynamic/dataverse:LeadValidation":
+            return {
+                ...inputs,
+                systemUserId: MOCK_SYSTEM_USER_ID,
+                testName: "MSFT_TEST_639000000000000000",
+                validatedAt: "2026-11-28T00:00:00.000Z",
+            };
+        case "azure-native:keyvault:Secret": {
+            const properties = inputs.properties as Record<string, unknown>;
+            return {
+                ...inputs,
+                properties: {
+                    ...properties,
+                    secretUri: `https://${String(inputs.vaultName)}.vault.azure.net/secrets/${String(inputs.secretName)}`,
+                },
+            };
+        }
         default:
             return inputs;
     }
