@@ -16,6 +16,7 @@ export const DYNAMICS_CRM_SP_OBJECT_ID = "5a0e2b8c-0000-4000-8000-00000000c0de";
 export const USER_IMPERSONATION_SCOPE_ID = "78ce3f0f-a1ce-49c2-8cde-64b5c0896db4";
 export const MOCK_SECRET_VALUE = "mock-generated-secret-not-real";
 export const MOCK_SYSTEM_USER_ID = "0d3c5a2e-1b4f-4e6a-9c8d-7f6e5d4c3b2a";
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 export const MOCK_ROLE_ID = "9a1e7c44-5b2d-4f3a-8e6c-1d0b2a3c4e5f";
 
 /** What the mocked providers return for each resource type, beyond echoing the inputs. */
@@ -41,7 +42,9 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
                 validatedAt: "2026-11-28T00:00:00.000Z",
             };
         case "azure-native:keyvault:Secret": {
-            const properties = inputs.properties as Record<string, unknown>;
+            // Under mocks a secret nested in `properties` arrives as the whole object wrapped as a secret.
+            const wrapped = inputs.properties as Record<string, unknown>;
+            const properties = (SECRET_SIG in wrapped ? wrapped.value : wrapped) as Record<string, unknown>;
             return {
                 ...inputs,
                 properties: {
