@@ -26,6 +26,7 @@ describe("stack config", () => {
             signInAudience: "AzureADMultipleOrgs",
             redirectUri: "https://localhost/marketplace-leads/auth",
             grantAdminConsent: false,
+            validateOnUp: false,
             clientSecretRotationDays: 180,
             leadWriterRoleName: "Microsoft Marketplace Lead Writer",
             businessUnitId: undefined,
