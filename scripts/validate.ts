@@ -113,7 +113,12 @@ function resolveTarget(args: Arguments, env: NodeJS.ProcessEnv): LeadCheckTarget
         clientSecret: "",
     };
     const secret = outputs.clientSecret ?? env.LEAD_WRITER_CLIENT_SECRET;
-    if (typeof secret !== "string" || secret.trim() === "") {
+    if (secret === "[secret]") {
+        // What `pulumi stack output --json` prints without --show-secrets: signing in with it could only fail.
+        problems.push(
+            "clientSecret: the stack outputs hold the masked value \"[secret]\"; run 'pulumi stack output --json --show-secrets'",
+        );
+    } else if (typeof secret !== "string" || secret.trim() === "") {
         problems.push(
             "clientSecret: not in the stack outputs (add --show-secrets to 'pulumi stack output --json') and LEAD_WRITER_CLIENT_SECRET is not set",
         );

@@ -333,6 +333,15 @@ describe("npm run validate", () => {
             expectNoSecret(run);
         }, 60_000);
 
+        it("recognises stack outputs printed without --show-secrets", async () => {
+            const run = await validate(["--stack-outputs", "-"], { stdin: stackOutputs({ clientSecret: "[secret]" }) });
+            expect(run.code).toBe(2);
+            expect(run.stderr).toMatch(
+                /clientSecret: the stack outputs hold the masked value "\[secret\]"; run 'pulumi stack output --json --show-secrets'/,
+            );
+            expect(identity.requests).toEqual([]);
+        }, 60_000);
+
         it("names every missing or malformed field", async () => {
             const run = await validate(["--stack-outputs", "-", "--app-id", "my-app"], {
                 stdin: JSON.stringify({ instanceUrl: "https://contoso.example.com" }),

@@ -189,8 +189,9 @@ export function classifyDataverseFailure(err: unknown, target: LeadCheckTarget, 
             `${target.instanceUrl} could not be reached (${err.code || "no answer"}) to ${step}. Check instanceUrl (https://<org>.crm<N>.dynamics.com), the network or proxy, and DATAVERSE_ENDPOINT if it is set. ${firstLine(err)}`,
         );
     }
-    if (err.hasCode(USER_NOT_MEMBER_OF_ORG) || err.hasCode(USER_DISABLED) || /disabled/i.test(err.message)) {
-        const disabled = err.hasCode(USER_DISABLED) || /disabled/i.test(err.message);
+    // The message is matched too: no Microsoft page states the code Dataverse gives a disabled caller.
+    const disabled = err.hasCode(USER_DISABLED) || /Disabled users cannot access the system/i.test(err.message);
+    if (disabled || err.hasCode(USER_NOT_MEMBER_OF_ORG)) {
         return new LeadCheckError(
             "noApplicationUser",
             disabled
