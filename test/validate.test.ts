@@ -5,7 +5,9 @@
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import * as fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import {
@@ -354,5 +356,75 @@ describe("npm run validate", () => {
             expect(identity.requests).toEqual([]);
             expect(dataverse.requests).toEqual([]);
         }, 60_000);
+    });
+});
+
+/** One HTTPS request to the identity platform, trusting its certificate explicitly (jest started without it). */
+function identityRequest(
+    method: string,
+    pathname: string,
+    form?: Record<string, string>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+    return new Promise((resolve, reject) => {
+        const url = new URL(pathname, identity.authorityHost);
+        const payload = form ? new URLSearchParams(form).toString() : undefined;
+        const req = https.request(
+            url,
+            {
+                method,
+                ca: fs.readFileSync(identity.caCertPath),
+                headers: payload ? { "Content-Type": "application/x-www-form-urlencoded" } : {},
+            },
+            (res) => {
+                const chunks: Buffer[] = [];
+                res.on("data", (c: Buffer) => chunks.push(c));
+                res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
+            },
+        );
+        req.on("error", reject);
+        req.end(payload);
+    });
+}
+
+describe("the emulated identity platform", () => {
+    const grant = (secret: string) => ({
+        grant_type: "client_credentials",
+        client_id: APP_ID,
+        client_secret: secret,
+        scope: `${INSTANCE}/.default`,
+    });
+
+    it("serves the OpenID metadata MSAL reads first, pointing at its own token endpoint", async () => {
+        const { status, body } = await identityRequest("GET", `/${TENANT}/v2.0/.well-known/openid-configuration`);
+        expect(status).toBe(200);
+        expect(body).toMatchObject({
+            token_endpoint: `${identity.authorityHost}/${TENANT}/oauth2/v2.0/token`,
+            issuer: `${identity.authorityHost}/${TENANT}/v2.0`,
+            authorization_endpoint: expect.stringMatching(/^https:\/\/127\.0\.0\.1:\d+\//),
+            jwks_uri: expect.any(String),
+        });
+    });
+
+    it("answers the client-credentials grant with a bearer token and its lifetime; the token acts as the app's user", async () => {
+        const userId = provision();
+        const { status, body } = await identityRequest("POST", `/${TENANT}/oauth2/v2.0/token`, grant(SECRET));
+        expect(status).toBe(200);
+        expect(body).toMatchObject({ token_type: "Bearer", expires_in: 3599, access_token: expect.any(String) });
+        const whoAmI = await new Promise<Record<string, string>>((resolve, reject) => {
+            http.get(`${dataverse.baseUrl}WhoAmI`, { headers: { Authorization: `Bearer ${String(body.access_token)}` } }, (res) => {
+                const chunks: Buffer[] = [];
+                res.on("data", (c: Buffer) => chunks.push(c));
+                res.on("end", () => resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, string>));
+            }).on("error", reject);
+        });
+        expect(whoAmI.UserId).toBe(userId);
+    });
+
+    it("answers a wrong secret 401 invalid_client AADSTS7000215, and never logs the secret", async () => {
+        const { status, body } = await identityRequest("POST", `/${TENANT}/oauth2/v2.0/token`, grant("wrong"));
+        expect(status).toBe(401);
+        expect(body).toMatchObject({ error: "invalid_client", error_codes: [7000215] });
+        expect(String(body.error_description)).toMatch(/^AADSTS7000215: Invalid client secret provided/);
+        expect(JSON.stringify(identity.requests)).not.toContain("wrong");
     });
 });
