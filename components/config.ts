@@ -565,6 +565,16 @@ export function parseStackConfig(raw: RawConfig, namespace = "lead-management", 
         if (userPrincipalName && usageLocation && passwordRotationDays && licenseSkuPartNumber) {
             serviceAccount = { userPrincipalName, usageLocation, passwordRotationDays, licenseSkuPartNumber };
         }
+        // Both act on the app registration's client secret, which this path does not have.
+        for (const name of ["validateOnUp", "keyVaultId"] as const) {
+            const value = raw[name]?.trim();
+            if (value && value !== "false") {
+                report(
+                    name,
+                    `works with authMethod "azureAD" only (it uses the app's client secret); remove it (pulumi config rm ${key(name)}) or use npm run validate`,
+                );
+            }
+        }
     } else if (authMethod === "azureAD") {
         // A value other than the engine's default would be ignored on this path: say so instead.
         for (const [name, unset] of SERVICE_ACCOUNT_KEYS) {

@@ -8,6 +8,8 @@ import { SyncedUser } from "./dataverse/systemUserSync";
 import { RoleAssignment } from "./dataverse/roleAssignment";
 import { RolePrivileges } from "./dataverse/rolePrivileges";
 import { LeadWriterSolution } from "./dataverse/solution";
+import { LeadValidation } from "./dataverse/leadValidation";
+import { KeyVaultHandoff } from "./identity/keyVaultHandoff";
 
 /** Arguments of {@link LeadManagement}. */
 export interface LeadManagementArgs {
@@ -66,7 +68,14 @@ export class LeadManagement extends pulumi.ComponentResource {
      * Stack outputs beyond Partner Center's form that a user must see; each is present only when it applies
      * (the engine refuses undefined outputs).
      */
-    public readonly notices: { elevatedPrivileges?: pulumi.Output<string> };
+    public readonly notices: {
+        /** What `allowElevatedPrivileges` let through beyond the guide. */
+        elevatedPrivileges?: pulumi.Output<string>;
+        /** URI of the Key Vault secret holding the client secret; only with `keyVaultId`. */
+        clientSecretKeyVaultUri?: pulumi.Output<string>;
+        /** When `pulumi up` last wrote a test lead as the lead service would; only with `validateOnUp`. */
+        validatedAt?: pulumi.Output<string>;
+    };
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
@@ -105,6 +114,7 @@ export class LeadManagement extends pulumi.ComponentResource {
         this.contactEmails = pulumi.output(asConfigured(config, "contactEmails", config.contactEmails.join(";")));
         const common = { leadDestination: this.leadDestination, instanceUrl: this.instanceUrl };
         let systemUser: pulumi.CustomResource & { systemUserId: pulumi.Output<string> };
+        let azureAd: { identity: AzureAdApp; tenantId: pulumi.Output<string> } | undefined;
         if (config.authMethod === "office365") {
             const account = config.serviceAccount;
             if (!account) throw new Error("authMethod office365 needs the serviceAccount* config keys");
@@ -161,12 +171,13 @@ export class LeadManagement extends pulumi.ComponentResource {
                 },
                 { parent: this, dependsOn: [identity] },
             );
+            azureAd = { identity, tenantId: azuread.getClientConfigOutput({ parent: this }).tenantId };
             this.authenticationMethod = pulumi.output("Azure Active Directory");
             this.connectionDetails = {
                 ...common,
                 authenticationMethod: this.authenticationMethod,
                 applicationId: identity.applicationId,
-                directoryId: azuread.getClientConfigOutput({ parent: this }).tenantId,
+                directoryId: azureAd.tenantId,
                 clientSecret: identity.clientSecret,
                 clientSecretEndDate: identity.clientSecretEndDate,
                 contactEmails: this.contactEmails,
@@ -174,7 +185,7 @@ export class LeadManagement extends pulumi.ComponentResource {
         }
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
-        new RoleAssignment(
+        const roleAssignment = new RoleAssignment(
             `${name}-role-assignment`,
             {
                 instanceUrl,
@@ -183,7 +194,7 @@ export class LeadManagement extends pulumi.ComponentResource {
             },
             { parent: this, dependsOn: [solution] },
         );
-        new RolePrivileges(
+        const rolePrivileges = new RolePrivileges(
             `${name}-role-privileges`,
             {
                 instanceUrl,
@@ -193,6 +204,41 @@ export class LeadManagement extends pulumi.ComponentResource {
             },
             { parent: this },
         );
+
+        if (azureAd) {
+            const { identity, tenantId } = azureAd;
+            if (config.validateOnUp) {
+                // Partner Center's "Validate", once the user holds the role with its privileges.
+                const validation = new LeadValidation(
+                    `${name}-validation`,
+                    {
+                        instanceUrl,
+                        tenantId,
+                        applicationId: identity.applicationId,
+                        clientSecret: identity.clientSecret,
+                        clientSecretEndDate: identity.clientSecretEndDate,
+                        roleId: roleAssignment.roleId,
+                        privileges: configInput(config, "rolePrivileges"),
+                        solutionVersion: solution.installedVersion,
+                    },
+                    { parent: this, dependsOn: [roleAssignment, rolePrivileges] },
+                );
+                this.notices.validatedAt = validation.validatedAt;
+            }
+            if (config.keyVaultId) {
+                const handoff = new KeyVaultHandoff(
+                    `${name}-key-vault`,
+                    {
+                        keyVaultId: config.keyVaultId,
+                        applicationId: identity.applicationId,
+                        clientSecret: identity.clientSecret,
+                        clientSecretEndDate: identity.clientSecretEndDate,
+                    },
+                    { parent: this },
+                );
+                this.notices.clientSecretKeyVaultUri = handoff.secretUri;
+            }
+        }
 
         this.systemUserId = systemUser.systemUserId;
         this.solutionVersion = solution.installedVersion;

@@ -1,24 +1,30 @@
 /**
  * `npm run emulator [-- --token <value>]… [--app-token <value>=<applicationId>]… [--register-app <applicationId>]…
- *  [--import-polls <n>]`
+ *  [--import-polls <n>] [--identity-app <tenantId>/<applicationId>]…`
  *
  * Starts the Dataverse Web API emulator on $PORT (or a free port) and prints its base URL. Without --token or
  * --app-token any non-empty bearer token is the seeded administrator; with them only the listed tokens pass.
+ * It also starts the identity platform's token endpoint over HTTPS and prints the AZURE_AUTHORITY_HOST and
+ * NODE_EXTRA_CA_CERTS values that make @azure/identity sign in there; each --identity-app is registered with a fresh
+ * client secret, printed once. Tokens it issues are accepted by the Dataverse emulator as that app.
  */
+import { randomBytes } from "node:crypto";
+import { startIdentityPlatform } from "../test/emulator/identityPlatform";
 import { startEmulator, type EmulatorOptions } from "../test/emulator/server";
 
 function usage(message: string): never {
     console.error(message);
     console.error(
-        "usage: emulator [--token <value>]... [--app-token <value>=<applicationId>]... [--register-app <applicationId>]... [--import-polls <n>]",
+        "usage: emulator [--token <value>]... [--app-token <value>=<applicationId>]... [--register-app <applicationId>]... [--import-polls <n>] [--identity-app <tenantId>/<applicationId>]...",
     );
     process.exit(2);
 }
 
-function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: string[] } {
+function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: string[]; identityApps: string[][] } {
     const tokens: NonNullable<EmulatorOptions["tokens"]> = {};
     let restricted = false;
     const registerApps: string[] = [];
+    const identityApps: string[][] = [];
     let importPolls: number | undefined;
     for (let i = 0; i < argv.length; i++) {
         const flag = argv[i];
@@ -39,6 +45,12 @@ function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: st
             case "--register-app":
                 registerApps.push(value);
                 break;
+            case "--identity-app": {
+                const parts = value.split("/");
+                if (parts.length !== 2 || !parts[0] || !parts[1]) usage("--identity-app takes <tenantId>/<applicationId>");
+                identityApps.push(parts);
+                break;
+            }
             case "--import-polls":
                 importPolls = Number(value);
                 if (!Number.isInteger(importPolls) || importPolls < 0) usage("--import-polls takes a whole number");
@@ -51,16 +63,24 @@ function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: st
     const envPort = process.env.PORT;
     const port = envPort === undefined || envPort === "" ? 0 : Number(envPort);
     if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`PORT=${envPort} is not a port number`);
-    return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps };
+    return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps, identityApps };
 }
 
 async function main(): Promise<void> {
-    const { options, registerApps } = parseArgs(process.argv.slice(2));
+    const { options, registerApps, identityApps } = parseArgs(process.argv.slice(2));
     const emulator = await startEmulator(options);
     for (const app of registerApps) emulator.registerApplication(app);
     console.log(emulator.baseUrl);
+    const identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => emulator.acceptToken(token, claims) });
+    console.log(`AZURE_AUTHORITY_HOST=${identity.authorityHost}`);
+    console.log(`NODE_EXTRA_CA_CERTS=${identity.caCertPath}`);
+    for (const [tenantId, applicationId] of identityApps) {
+        const secret = randomBytes(30).toString("base64url");
+        identity.registerApp({ tenantId, applicationId, secret });
+        console.log(`identity app ${applicationId} in tenant ${tenantId}: LEAD_WRITER_CLIENT_SECRET=${secret}`);
+    }
     const stop = (): void => {
-        emulator.close().then(
+        Promise.all([emulator.close(), identity.close()]).then(
             () => process.exit(0),
             () => process.exit(1),
         );

@@ -215,6 +215,8 @@ const badValues: [ConfigKey, string | undefined, RegExp, RawConfig?][] = [
     ["keyVaultId", `${VAULT}/contoso--leads`, /vault name "contoso--leads" is not valid/],
     ["keyVaultId", `${VAULT}/contoso-leads-`, /vault name "contoso-leads-" is not valid/],
     ["keyVaultId", `${VAULT}/contoso_leads`, /vault name "contoso_leads" is not valid/],
+    ["keyVaultId", `${VAULT}/contoso-leads`, /works with authMethod "azureAD" only/, office365],
+    ["validateOnUp", "true", /works with authMethod "azureAD" only/, office365],
 
     ["serviceAccountUserPrincipalName", undefined, REQUIRED, { ...office365, serviceAccountUserPrincipalName: undefined }],
     ["serviceAccountUserPrincipalName", "  ", BLANK, office365],

@@ -346,11 +346,12 @@ export function parseDataverseEndpoint(value: string): string {
  * The client the providers use. Read at call time, never from state: `DATAVERSE_ENDPOINT` sends the requests to
  * another origin (the `/api/data/v9.2/` path stays) and `DATAVERSE_TOKEN` replaces the credential chain with a
  * fixed bearer token; otherwise `DefaultAzureCredential` (Azure CLI locally, workload identity in CI). A set
- * `DATAVERSE_ENDPOINT` is checked and announced once per process, since tokens follow it.
+ * `DATAVERSE_ENDPOINT` is checked and announced once per process, since tokens follow it. A
+ * credential passed in options replaces both the token and the credential chain.
  */
 export function clientFromEnvironment(
     instanceUrl: string,
-    options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint" | "credential"> = {},
+    options: Omit<DataverseClientOptions, "instanceUrl" | "endpoint"> = {},
 ): DataverseClient {
     const endpoint = endpointOverride("DATAVERSE_ENDPOINT", "the instance");
     const token = process.env.DATAVERSE_TOKEN?.trim() || undefined;
@@ -358,7 +359,8 @@ export function clientFromEnvironment(
         ...options,
         instanceUrl,
         endpoint,
-        credential: token ? staticTokenCredential(token) : undefined,
+        // An explicit credential (the lead-writing app's, for validation) wins over the deploying identity's token.
+        credential: options.credential ?? (token ? staticTokenCredential(token) : undefined),
     });
 }
 

@@ -19,7 +19,9 @@ export function authenticate(svc: Service, req: http.IncomingMessage): Caller {
     if (!match) throw unauthorized;
     const token = match[1];
     let principal: { applicationId: string } | "admin" = "admin";
-    if (svc.tokens !== undefined) {
+    if (Object.prototype.hasOwnProperty.call(svc.issuedTokens, token)) {
+        principal = svc.issuedTokens[token];
+    } else if (svc.tokens !== undefined) {
         const mapped = Object.prototype.hasOwnProperty.call(svc.tokens, token) ? svc.tokens[token] : undefined;
         if (mapped === undefined) throw unauthorized;
         principal = mapped;

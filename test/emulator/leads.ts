@@ -15,6 +15,7 @@ export function createLead(svc: Service, caller: Caller, body: unknown, represen
         firstname: 50,
         emailaddress1: 100,
         companyname: 100,
+        jobtitle: 100,
         description: 2000,
     };
     for (const [key, value] of Object.entries(body)) {
@@ -69,6 +70,7 @@ export function createLead(svc: Service, caller: Caller, body: unknown, represen
         firstname: text("firstname"),
         emailaddress1: text("emailaddress1"),
         companyname: text("companyname"),
+        jobtitle: text("jobtitle"),
         leadsourcecode: typeof source === "number" ? source : null,
         description: text("description"),
         ownerid: caller.user.systemuserid,

@@ -16,6 +16,8 @@ export interface Service {
     readonly baseUrl: string;
     /** Accepted bearer tokens (see EmulatorOptions.tokens); undefined = any token is the administrator. */
     readonly tokens: Record<string, { applicationId: string } | "admin"> | undefined;
+    /** Tokens the identity platform (identityPlatform.ts) issued, each for one app; accepted whatever `tokens` says. */
+    readonly issuedTokens: Record<string, { applicationId: string }>;
     /** How many requests running work stays in progress for. */
     readonly importPolls: number;
 }

@@ -39,6 +39,8 @@ export interface Emulator {
     injectFault(match: { method?: string; path: RegExp }, on: FaultSchedule, fault: Fault): void;
     clearFaults(): void;
     registerApplication(applicationId: string, opts?: { visibleAfter?: number }): void;
+    /** Accepts a token the identity platform issued to an app (see identityPlatform.ts `onTokenIssued`). */
+    acceptToken(token: string, principal: { applicationId: string }): void;
     close(): Promise<void>;
 }
 
@@ -50,6 +52,7 @@ class DataverseEmulator implements Emulator, Service {
     origin = "";
     baseUrl = "";
     readonly tokens: EmulatorOptions["tokens"];
+    readonly issuedTokens: Record<string, { applicationId: string }> = {};
     readonly importPolls: number;
     private readonly faults = new FaultPlan();
 
@@ -71,6 +74,10 @@ class DataverseEmulator implements Emulator, Service {
 
     registerApplication(applicationId: string, opts?: { visibleAfter?: number }): void {
         this.state.knownApplications[applicationId.toLowerCase()] = { failuresBeforeVisible: opts?.visibleAfter ?? 0 };
+    }
+
+    acceptToken(token: string, principal: { applicationId: string }): void {
+        this.issuedTokens[token] = { applicationId: principal.applicationId.toLowerCase() };
     }
 
     close(): Promise<void> {

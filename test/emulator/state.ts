@@ -116,6 +116,7 @@ export interface LeadRow {
     firstname: string | null;
     emailaddress1: string | null;
     companyname: string | null;
+    jobtitle?: string | null;
     leadsourcecode: number | null;
     description: string | null;
     ownerid: string;

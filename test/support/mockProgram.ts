@@ -108,6 +108,9 @@ async function main(): Promise<void> {
         while (Date.now() - lastRegistration < 500) {
             await new Promise((r) => setTimeout(r, 100));
         }
+        // A dynamic resource whose provider is still being serialized has not registered yet: wait for every
+        // outstanding registration (a quiet moment alone lost the Solution on a busy machine).
+        await pulumi.runtime.disconnect();
     } catch (err) {
         report.error = (err as Error).message;
     }

@@ -19,6 +19,8 @@ export const MOCK_SYSTEM_USER_ID = "0d3c5a2e-1b4f-4e6a-9c8d-7f6e5d4c3b2a";
 export const MOCK_PASSWORD = "mock-generated-password-not-real";
 export const MOCK_USER_OBJECT_ID = "8c1d3e5f-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
 export const MOCK_SKU_ID = "1e1a282c-9c54-43a2-9310-98ef728faace";
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+export const MOCK_ROLE_ID = "9a1e7c44-5b2d-4f3a-8e6c-1d0b2a3c4e5f";
 
 /** What the mocked providers return for each resource type, beyond echoing the inputs. */
 function mockState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
@@ -41,6 +43,27 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
             return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, businessUnitId: "bu", isDisabled: false };
         case "pulumi-nodejs:dynamic/dataverse:ApplicationUser":
             return { ...inputs, systemUserId: MOCK_SYSTEM_USER_ID, isDisabled: false };
+        case "pulumi-nodejs:dynamic/dataverse:RoleAssignment":
+            return { ...inputs, roleId: MOCK_ROLE_ID, businessUnitId: "5b8c3a1d-0000-4000-8000-0000000000b0" };
+        case "pulumi-nodejs:dynamic/dataverse:LeadValidation":
+            return {
+                ...inputs,
+                systemUserId: MOCK_SYSTEM_USER_ID,
+                testName: "MSFT_TEST_639000000000000000",
+                validatedAt: "2026-11-28T00:00:00.000Z",
+            };
+        case "azure-native:keyvault:Secret": {
+            // Under mocks a secret nested in `properties` arrives as the whole object wrapped as a secret.
+            const wrapped = inputs.properties as Record<string, unknown>;
+            const properties = (SECRET_SIG in wrapped ? wrapped.value : wrapped) as Record<string, unknown>;
+            return {
+                ...inputs,
+                properties: {
+                    ...properties,
+                    secretUri: `https://${String(inputs.vaultName)}.vault.azure.net/secrets/${String(inputs.secretName)}`,
+                },
+            };
+        }
         default:
             return inputs;
     }
