@@ -22,7 +22,7 @@ import {
     nextPollDelay,
     odataString,
     parseRetryAfter,
-    pollUntil,
+    poll,
     staticTokenCredential,
     type DataverseClientOptions,
 } from "../components/dataverse/client";
@@ -808,12 +808,12 @@ describe("polling pace", () => {
     test("reads once even when the deadline has already passed, and stops at the deadline after a last read", async () => {
         const policy = { initialIntervalMs: 1, maxIntervalMs: 2 };
         let reads = 0;
-        expect(await pollUntil(policy, Date.now() - 1_000, async () => (++reads === 1 ? "done" : undefined))).toBe("done");
+        expect(await poll(policy, Date.now() - 1_000, async () => (++reads === 1 ? "done" : undefined))).toBe("done");
         expect(reads).toBe(1);
 
         reads = 0;
         const deadline = Date.now() + 30;
-        expect(await pollUntil(policy, deadline, async () => (reads++, undefined))).toBeUndefined();
+        expect(await poll(policy, deadline, async () => (reads++, undefined))).toBeUndefined();
         expect(Date.now()).toBeGreaterThanOrEqual(deadline);
         expect(reads).toBeGreaterThan(1);
     });

@@ -90,7 +90,7 @@ export function nextPollDelay(policy: PollingPolicy, elapsedMs: number): number 
  * Reads with `probe` until it answers or the deadline passes. The first read is unconditional and the deadline is
  * judged only after a read, so a slow clock or a busy machine can never turn finished work into a timeout.
  */
-export async function pollUntil<T>(policy: PollingPolicy, deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
+export async function poll<T>(policy: PollingPolicy, deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
     const started = Date.now();
     for (;;) {
         const result = await probe();
@@ -492,7 +492,8 @@ export class DataverseClient {
 
     /** Reads with `probe` until it answers or the deadline passes, at this client's polling pace. */
     async pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
-        return pollUntil(this.polling, deadline, probe);
+        // Not a same-named call: closure serialization would bind `pollUntil` inside this method to the method itself.
+        return poll(this.polling, deadline, probe);
     }
 
     /** An unbound function with inline parameters, `GET <function>(Name=value,…)`; values already OData literals. */
