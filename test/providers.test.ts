@@ -15,7 +15,15 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import {
+    EngineSimulator,
+    ProviderCallError,
+    ProviderHost,
+    providersOf,
+    ResourceState,
+    runMockProgram,
+    UNKNOWN,
+} from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/config";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -348,7 +356,6 @@ describe("ApplicationUser", () => {
 });
 
 describe("preview with values not known yet", () => {
-    const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
     it.each([
         ["ApplicationUser", userInputs(UNKNOWN)],
         ["RoleAssignment", linkInputs(UNKNOWN)],
@@ -371,6 +378,35 @@ describe("preview with values not known yet", () => {
             sha256: UNKNOWN,
         });
         expect(diff).toEqual({ changes: true, replaces: [] });
+    });
+});
+
+describe("through Pulumi's own provider host", () => {
+    it("a preview of a user being updated shows dependents its id but none of its outputs", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(userInputs());
+        const mark = emulator.requests.length;
+
+        const same = await engine.plan(userInputs(), state);
+        const released = await engine.plan({ ...userInputs(), providerVersion: "9.9.9" }, state);
+
+        expect(same).toMatchObject({ op: "same", id: state.id, outputs: { systemUserId: state.outputs.systemUserId } });
+        expect(released).toMatchObject({ op: "update", id: state.id, outputs: { systemUserId: UNKNOWN, isDisabled: UNKNOWN } });
+        expect(await engine.plan(userInputs(OTHER_APP_ID), state)).toMatchObject({ op: "replace", id: UNKNOWN });
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("reports a provider's failure with the message the host puts in the gRPC status", async () => {
+        const engine = engineFor("ApplicationUser");
+        emulator.injectFault({ method: "GET", path: /systemusers/ }, "every", {
+            kind: "status",
+            status: 400,
+            code: "0x80040203",
+            message: "refused",
+        });
+        await expect(engine.up(userInputs())).rejects.toThrow(
+            new ProviderCallError("Dataverse GET systemusers failed: 400 0x80040203 refused"),
+        );
     });
 });
 
