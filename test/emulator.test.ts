@@ -874,6 +874,27 @@ describe("faults and the request log", () => {
         expect(emu.state.leads.map((l) => l.subject)).toEqual([LEAD.subject]);
     });
 
+    test("hold carries the request out only once released; waitForRequest and whenIdle follow it without a clock", async () => {
+        let release = (): void => undefined;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        const createLead = { method: "POST", path: /leads$/ };
+        emu.injectFault(createLead, 1, { kind: "hold", until: held });
+        const answer = client().post("leads", LEAD);
+
+        const logged = await emu.waitForRequest(createLead);
+        expect(logged).toMatchObject({ method: "POST", path: "/api/data/v9.2/leads" });
+        expect(emu.state.leads).toEqual([]);
+        let idle = false;
+        const whenIdle = emu.whenIdle().then(() => (idle = true));
+        await client().get("WhoAmI");
+        expect(idle).toBe(false);
+
+        release();
+        await whenIdle;
+        expect(emu.state.leads.map((l) => l.subject)).toEqual([LEAD.subject]);
+        expect((await answer).status).toBe(204);
+    });
+
     test("every request is logged with decoded path + query, body, status, time and principal", async () => {
         emu.injectFault({ path: /faulted/ }, 1, { kind: "status", status: 503 });
         await client().get(q("systemusers", { $filter: `applicationid eq ${APP_ID}` }));

@@ -35,6 +35,7 @@ let emulator: Emulator;
 let host: ProviderHost;
 let providers: Map<string, string>;
 let zips: Record<"v1" | "v1_1" | "v0_9", string>;
+let zipDir: string;
 
 /** Inputs as the program passes them to each provider. */
 const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
@@ -85,23 +86,27 @@ function leadWriterRole(businessUnitId = ROOT_BUSINESS_UNIT_ID) {
 }
 
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
+    zipDir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
     const write = (version: string) => {
-        const file = path.join(dir, `lead-writer-${version}.zip`);
+        const file = path.join(zipDir, `lead-writer-${version}.zip`);
         fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
         return file;
     };
     zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1"), v0_9: write("0.9.0.0") };
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    // The mock run and the host start are independent child processes: start both at once.
+    const mockRun = runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    // An import is done by the first poll: polling itself is pinned in client.test.ts, and a provider test waits for nothing.
+    emulator = await startEmulator({ importPolls: 0 });
+    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
+    const report = await mockRun;
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
-    emulator = await startEmulator();
-    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
 }, 120_000);
 
 afterAll(async () => {
     await host?.stop();
     await emulator?.close();
+    if (zipDir) fs.rmSync(zipDir, { recursive: true, force: true });
 });
 
 beforeEach(() => {
@@ -247,14 +252,18 @@ describe("ApplicationUser", () => {
 
     it("converges without a duplicate when the provider process dies right after its create call", async () => {
         // The POST reaches the service, which carries it out after the caller is gone.
-        emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ }, 1, { kind: "delay", ms: 1500 });
+        let release = (): void => undefined;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        const createUser = { method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ };
+        emulator.injectFault(createUser, 1, { kind: "hold", until: held });
         const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
         const crashed = new EngineSimulator(doomed, providers.get("pulumi-nodejs:dynamic/dataverse:ApplicationUser")!).up(inputs());
         const failure = expect(crashed).rejects.toThrow(/provider host exited/);
-        while (!emulator.requests.some((r) => r.method === "POST")) await new Promise((r) => setTimeout(r, 20));
+        await emulator.waitForRequest(createUser);
         await doomed.stop();
         await failure;
-        await new Promise((r) => setTimeout(r, 1700));
+        release();
+        await emulator.whenIdle();
         expect(liveUsers(APP_ID)).toHaveLength(1);
 
         const mark = emulator.requests.length;

@@ -25,15 +25,17 @@ export async function runMockProgram(config: Record<string, string>, preview = f
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mock-program-"));
     const specPath = path.join(dir, "spec.json");
     const reportPath = path.join(dir, "report.json");
-    fs.writeFileSync(specPath, JSON.stringify({ config, preview }));
-    await promisify(execFile)(
-        process.execPath,
-        [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
-        { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
-    );
-    const report = JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport;
-    fs.rmSync(dir, { recursive: true, force: true });
-    return report;
+    try {
+        fs.writeFileSync(specPath, JSON.stringify({ config, preview }));
+        await promisify(execFile)(
+            process.execPath,
+            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
+            { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
+        );
+        return JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport;
+    } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+    }
 }
 
 /** The serialized `__provider` of each dynamic resource type in a mock run, keyed by type token. */
