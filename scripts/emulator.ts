@@ -5,7 +5,7 @@
  * Starts the Dataverse Web API emulator on $PORT (or a free port) and prints its base URL. Without --token or
  * --app-token any non-empty bearer token is the seeded administrator; with them only the listed tokens pass.
  */
-import { startEmulator, type EmulatorOptions } from "../test/emulator/server";
+import { startEmulator, type Emulator, type EmulatorOptions } from "../test/emulator/server";
 
 function usage(message: string): never {
     console.error(message);
@@ -54,12 +54,29 @@ function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: st
     return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps };
 }
 
+async function listen(options: EmulatorOptions): Promise<Emulator> {
+    try {
+        return await startEmulator(options);
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+            console.error(
+                `The emulator cannot listen on 127.0.0.1:${options.port}: the port is taken. Stop what uses it, or pick another port with PORT=<n> (PORT=0 picks a free one).`,
+            );
+            process.exit(1);
+        }
+        throw err;
+    }
+}
+
 async function main(): Promise<void> {
     const { options, registerApps } = parseArgs(process.argv.slice(2));
-    const emulator = await startEmulator(options);
+    const emulator = await listen(options);
     for (const app of registerApps) emulator.registerApplication(app);
     console.log(emulator.baseUrl);
+    let stopping = false;
     const stop = (): void => {
+        if (stopping) return;
+        stopping = true;
         emulator.close().then(
             () => process.exit(0),
             () => process.exit(1),
@@ -67,9 +84,16 @@ async function main(): Promise<void> {
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+    process.on("SIGHUP", stop);
+    // `npm run emulator` starts this process through `sh -c`, and a SIGTERM to npm ends the shell without passing the
+    // signal on: the emulator would keep listening as an orphan. Losing the parent is therefore a stop as well.
+    const parent = process.ppid;
+    setInterval(() => {
+        if (process.ppid !== parent) stop();
+    }, 200).unref();
 }
 
 main().catch((err: unknown) => {
-    console.error(err);
+    console.error(err instanceof Error ? err.message : err);
     process.exit(1);
 });
