@@ -3,7 +3,8 @@ import { AccessToken, DefaultAzureCredential, TokenCredential } from "@azure/ide
 
 /**
  * The only HTTP code of the project: every Dataverse Web API call of every provider goes through here, so
- * authentication, OData errors, retries and throttling are handled once.
+ * authentication, OData errors, retries and throttling are handled once. Comments cite the Web API facts they rely
+ * on as `contract: <section>` of docs/dataverse-contract.md.
  */
 
 const API_PATH = "/api/data/v9.2/";
