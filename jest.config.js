@@ -4,8 +4,10 @@ module.exports = {
     testEnvironment: "node",
     roots: ["<rootDir>/test"],
     testMatch: ["**/*.test.ts"],
-    // Pulumi's mock runtime and the emulator share process-wide state: one worker keeps runs reproducible on 2 cores.
-    maxWorkers: 1,
+    // Each test file runs in its own worker process with its own emulator, provider host and Pulumi mock runtime, so
+    // files do not share state. Most of a file's time is waiting on child processes (ts-node, the provider host):
+    // two workers overlap those waits on a 2-core machine.
+    maxWorkers: 2,
     testTimeout: 60000,
     transform: {
         "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }],

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { startIdentityPlatform } from "../test/emulator/identityPlatform";
-import { startEmulator, type EmulatorOptions } from "../test/emulator/server";
+import { startEmulator, type Emulator, type EmulatorOptions } from "../test/emulator/server";
 
 function usage(message: string): never {
     console.error(message);
@@ -66,12 +66,48 @@ function parseArgs(argv: string[]): { options: EmulatorOptions; registerApps: st
     return { options: { port, tokens: restricted ? tokens : undefined, importPolls }, registerApps, identityApps };
 }
 
+async function listen(options: EmulatorOptions): Promise<Emulator> {
+    try {
+        return await startEmulator(options);
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+            console.error(
+                `The emulator cannot listen on 127.0.0.1:${options.port}: the port is taken. Stop what uses it, or pick another port with PORT=<n> (PORT=0 picks a free one).`,
+            );
+            process.exit(1);
+        }
+        throw err;
+    }
+}
+
 async function main(): Promise<void> {
+    // Taken first: `npm run emulator` starts this process through `sh -c`, and a SIGTERM to npm ends the shell without
+    // passing the signal on, so losing the parent is a stop as well; it may go while the servers are still starting.
+    const parent = process.ppid;
+    const servers: { close(): Promise<void> }[] = [];
+    let stopping = false;
+    const stop = (): void => {
+        if (stopping) return;
+        stopping = true;
+        Promise.all(servers.map((s) => s.close())).then(
+            () => process.exit(0),
+            () => process.exit(1),
+        );
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+    process.on("SIGHUP", stop);
+    setInterval(() => {
+        if (process.ppid !== parent) stop();
+    }, 200).unref();
+
     const { options, registerApps, identityApps } = parseArgs(process.argv.slice(2));
-    const emulator = await startEmulator(options);
+    const emulator = await listen(options);
+    servers.push(emulator);
     for (const app of registerApps) emulator.registerApplication(app);
     console.log(emulator.baseUrl);
     const identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => emulator.acceptToken(token, claims) });
+    servers.push(identity);
     console.log(`AZURE_AUTHORITY_HOST=${identity.authorityHost}`);
     console.log(`NODE_EXTRA_CA_CERTS=${identity.caCertPath}`);
     for (const [tenantId, applicationId] of identityApps) {
@@ -79,17 +115,9 @@ async function main(): Promise<void> {
         identity.registerApp({ tenantId, applicationId, secret });
         console.log(`identity app ${applicationId} in tenant ${tenantId}: LEAD_WRITER_CLIENT_SECRET=${secret}`);
     }
-    const stop = (): void => {
-        Promise.all([emulator.close(), identity.close()]).then(
-            () => process.exit(0),
-            () => process.exit(1),
-        );
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
 }
 
 main().catch((err: unknown) => {
-    console.error(err);
+    console.error(err instanceof Error ? err.message : err);
     process.exit(1);
 });

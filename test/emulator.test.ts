@@ -1,7 +1,10 @@
 /**
- * Pins every contract fact the emulator implements (/work/shared/dataverse-contract.md), with raw HTTP so a
+ * Pins every contract fact the emulator implements (docs/dataverse-contract.md), with raw HTTP so a
  * drift in the emulator cannot hide behind the project's own client.
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
 import axios, { type AxiosInstance, type AxiosResponse } from "axios";
 import { strFromU8, unzipSync } from "fflate";
 import {
@@ -874,6 +877,27 @@ describe("faults and the request log", () => {
         expect(emu.state.leads.map((l) => l.subject)).toEqual([LEAD.subject]);
     });
 
+    test("hold carries the request out only once released; waitForRequest and whenIdle follow it without a clock", async () => {
+        let release = (): void => undefined;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        const createLead = { method: "POST", path: /leads$/ };
+        emu.injectFault(createLead, 1, { kind: "hold", until: held });
+        const answer = client().post("leads", LEAD);
+
+        const logged = await emu.waitForRequest(createLead);
+        expect(logged).toMatchObject({ method: "POST", path: "/api/data/v9.2/leads" });
+        expect(emu.state.leads).toEqual([]);
+        let idle = false;
+        const whenIdle = emu.whenIdle().then(() => (idle = true));
+        await client().get("WhoAmI");
+        expect(idle).toBe(false);
+
+        release();
+        await whenIdle;
+        expect(emu.state.leads.map((l) => l.subject)).toEqual([LEAD.subject]);
+        expect((await answer).status).toBe(204);
+    });
+
     test("every request is logged with decoded path + query, body, status, time and principal", async () => {
         emu.injectFault({ path: /faulted/ }, 1, { kind: "status", status: 503 });
         await client().get(q("systemusers", { $filter: `applicationid eq ${APP_ID}` }));
@@ -889,4 +913,70 @@ describe("faults and the request log", () => {
         expect(emu.requests[1].body).toEqual(LEAD);
         expect(Math.abs(emu.requests[0].time - Date.now())).toBeLessThan(10_000);
     });
+});
+
+describe("npm run emulator", () => {
+    const ROOT = path.join(__dirname, "..");
+    /** `npm run emulator` as a developer starts it; the output is collected and the exit awaited as events. */
+    function runEmulatorScript(port: number): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+        const child = spawn("npm", ["run", "--silent", "emulator"], {
+            cwd: ROOT,
+            env: { ...process.env, PORT: String(port) },
+            stdio: ["ignore", "pipe", "pipe"],
+        });
+        let output = "";
+        child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+        child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+        const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+        return { child, output: () => output, exited };
+    }
+
+    function connects(port: number): Promise<boolean> {
+        return new Promise((resolve) => {
+            const socket = net.connect(port, "127.0.0.1");
+            socket.once("connect", () => {
+                socket.destroy();
+                resolve(true);
+            });
+            socket.once("error", () => resolve(false));
+        });
+    }
+
+    test("stops listening when npm gets SIGTERM", async () => {
+        const run = runEmulatorScript(0);
+        const baseUrl = await new Promise<string>((resolve, reject) => {
+            run.child.stdout?.on("data", () => {
+                const match = /http:\/\/127\.0\.0\.1:\d+\/api\/data\/v9\.2\//.exec(run.output());
+                if (match) resolve(match[0]);
+            });
+            void run.exited.then(() => reject(new Error(`the emulator exited before listening: ${run.output()}`)));
+        });
+        const port = Number(new URL(baseUrl).port);
+        // A connection held open closes when the emulator process goes: that is the event to wait for.
+        const held = net.connect(port, "127.0.0.1");
+        await new Promise((resolve) => held.once("connect", resolve));
+        const closed = new Promise((resolve) => held.once("close", resolve));
+        try {
+            run.child.kill("SIGTERM");
+            await run.exited;
+            await closed;
+            expect(await connects(port)).toBe(false);
+        } finally {
+            held.destroy();
+        }
+    }, 30_000);
+
+    test("says clearly that its port is taken, without a stack, and exits 1", async () => {
+        const squatter = net.createServer();
+        await new Promise<void>((resolve) => squatter.listen(0, "127.0.0.1", resolve));
+        const port = (squatter.address() as net.AddressInfo).port;
+        try {
+            const run = runEmulatorScript(port);
+            expect(await run.exited).toBe(1);
+            expect(run.output()).toContain(`The emulator cannot listen on 127.0.0.1:${port}: the port is taken.`);
+            expect(run.output()).not.toMatch(/EADDRINUSE|\n\s+at /);
+        } finally {
+            await new Promise((resolve) => squatter.close(resolve));
+        }
+    }, 30_000);
 });

@@ -15,7 +15,15 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import {
+    EngineSimulator,
+    ProviderCallError,
+    ProviderHost,
+    providersOf,
+    ResourceState,
+    runMockProgram,
+    UNKNOWN,
+} from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/config";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -27,6 +35,7 @@ let emulator: Emulator;
 let host: ProviderHost;
 let providers: Map<string, string>;
 let zips: Record<"v1" | "v1_1" | "v0_9", string>;
+let zipDir: string;
 
 /** Inputs as the program passes them to each provider. */
 const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
@@ -77,23 +86,27 @@ function leadWriterRole(businessUnitId = ROOT_BUSINESS_UNIT_ID) {
 }
 
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
+    zipDir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
     const write = (version: string) => {
-        const file = path.join(dir, `lead-writer-${version}.zip`);
+        const file = path.join(zipDir, `lead-writer-${version}.zip`);
         fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
         return file;
     };
     zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1"), v0_9: write("0.9.0.0") };
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    // The mock run and the host start are independent child processes: start both at once.
+    const mockRun = runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    // An import is done by the first poll: polling itself is pinned in client.test.ts, and a provider test waits for nothing.
+    emulator = await startEmulator({ importPolls: 0 });
+    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
+    const report = await mockRun;
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
-    emulator = await startEmulator();
-    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
 }, 120_000);
 
 afterAll(async () => {
     await host?.stop();
     await emulator?.close();
+    if (zipDir) fs.rmSync(zipDir, { recursive: true, force: true });
 });
 
 beforeEach(() => {
@@ -239,14 +252,18 @@ describe("ApplicationUser", () => {
 
     it("converges without a duplicate when the provider process dies right after its create call", async () => {
         // The POST reaches the service, which carries it out after the caller is gone.
-        emulator.injectFault({ method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ }, 1, { kind: "delay", ms: 1500 });
+        let release = (): void => undefined;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        const createUser = { method: "POST", path: /^\/api\/data\/v9\.2\/systemusers$/ };
+        emulator.injectFault(createUser, 1, { kind: "hold", until: held });
         const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
         const crashed = new EngineSimulator(doomed, providers.get("pulumi-nodejs:dynamic/dataverse:ApplicationUser")!).up(inputs());
         const failure = expect(crashed).rejects.toThrow(/provider host exited/);
-        while (!emulator.requests.some((r) => r.method === "POST")) await new Promise((r) => setTimeout(r, 20));
+        await emulator.waitForRequest(createUser);
         await doomed.stop();
         await failure;
-        await new Promise((r) => setTimeout(r, 1700));
+        release();
+        await emulator.whenIdle();
         expect(liveUsers(APP_ID)).toHaveLength(1);
 
         const mark = emulator.requests.length;
@@ -348,7 +365,6 @@ describe("ApplicationUser", () => {
 });
 
 describe("preview with values not known yet", () => {
-    const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
     it.each([
         ["ApplicationUser", userInputs(UNKNOWN)],
         ["RoleAssignment", linkInputs(UNKNOWN)],
@@ -371,6 +387,35 @@ describe("preview with values not known yet", () => {
             sha256: UNKNOWN,
         });
         expect(diff).toEqual({ changes: true, replaces: [] });
+    });
+});
+
+describe("through Pulumi's own provider host", () => {
+    it("a preview of a user being updated shows dependents its id but none of its outputs", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(userInputs());
+        const mark = emulator.requests.length;
+
+        const same = await engine.plan(userInputs(), state);
+        const released = await engine.plan({ ...userInputs(), providerVersion: "9.9.9" }, state);
+
+        expect(same).toMatchObject({ op: "same", id: state.id, outputs: { systemUserId: state.outputs.systemUserId } });
+        expect(released).toMatchObject({ op: "update", id: state.id, outputs: { systemUserId: UNKNOWN, isDisabled: UNKNOWN } });
+        expect(await engine.plan(userInputs(OTHER_APP_ID), state)).toMatchObject({ op: "replace", id: UNKNOWN });
+        expect(writesSince(mark)).toEqual([]);
+    });
+
+    it("reports a provider's failure with the message the host puts in the gRPC status", async () => {
+        const engine = engineFor("ApplicationUser");
+        emulator.injectFault({ method: "GET", path: /systemusers/ }, "every", {
+            kind: "status",
+            status: 400,
+            code: "0x80040203",
+            message: "refused",
+        });
+        await expect(engine.up(userInputs())).rejects.toThrow(
+            new ProviderCallError("Dataverse GET systemusers failed: 400 0x80040203 refused"),
+        );
     });
 });
 
@@ -526,7 +571,8 @@ describe("diff", () => {
     it.each(cases.map((c) => [label(c), ...c] as const))("%s", async (_label, type, olds, news, expected) => {
         const provider = providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!;
         const diff = await host.call<Record<string, unknown>>(provider, "diff", "id", olds, news);
-        expect({ deleteBeforeReplace: undefined, ...diff }).toEqual({ deleteBeforeReplace: undefined, ...expected });
+        // Over gRPC a left-out deleteBeforeReplace and false are the same value.
+        expect({ ...diff, deleteBeforeReplace: diff.deleteBeforeReplace ?? false }).toEqual({ deleteBeforeReplace: false, ...expected });
         expect(emulator.requests).toHaveLength(0);
     });
 });

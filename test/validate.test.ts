@@ -35,6 +35,8 @@ interface Run {
     code: number;
     stdout: string;
     stderr: string;
+    /** How often the DATAVERSE_ENDPOINT warning was printed (removed from stderr). */
+    announced: number;
 }
 
 /** Runs the script as `npm run validate` does, with the environment fixed before it starts. */
@@ -58,7 +60,11 @@ function validate(args: string[], options: { stdin?: string; env?: Record<string
             },
             (err, stdout, stderr) => {
                 const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-                resolve({ code: typeof code === "number" ? code : 1, stdout, stderr });
+                // Every run here goes to the emulator, which the client announces once on stderr; the rest is the script's.
+                const announcement =
+                    /^warning: DATAVERSE_ENDPOINT is set: requests meant for the instance, with their bearer tokens, go to \S+ instead\.\n/gm;
+                const announced = (stderr.match(announcement) ?? []).length;
+                resolve({ code: typeof code === "number" ? code : 1, stdout, stderr: stderr.replace(announcement, ""), announced });
             },
         );
         child.stdin?.end(options.stdin ?? "");
@@ -146,6 +152,7 @@ describe("npm run validate", () => {
         const userId = provision();
         const run = await validate(["--stack-outputs", "-"], { stdin: stackOutputs() });
         expect(run.stderr).toBe("");
+        expect(run.announced).toBe(1);
         expect(run.code).toBe(0);
         expect(run.stdout.trim().split("\n")).toHaveLength(1);
         expect(run.stdout).toMatch(

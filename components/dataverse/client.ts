@@ -17,7 +17,8 @@ export type { RetryPolicy } from "../http/requestCore";
 /**
  * The Dataverse Web API client: every Dataverse call of every provider goes through here. Authentication, errors,
  * retries and throttling are the shared request core's (`components/http/requestCore.ts`), which the Microsoft
- * Graph client uses too; this adds OData: headers, entity ids, paging, references, actions.
+ * Graph client uses too; this adds OData: headers, entity ids, paging, references, actions. Comments cite the Web API
+ * facts they rely on as `contract: <section>` of docs/dataverse-contract.md.
  */
 
 const API_PATH = "/api/data/v9.2/";
@@ -62,11 +63,50 @@ export const ErrorCodes = {
     anotherImportRunning: "0x80071151",
 } as const;
 
+/** How often running work (a solution import) is read while waiting for it. */
+export interface PollingPolicy {
+    /** Wait before the second read, and the shortest wait: short work is noticed this soon. */
+    initialIntervalMs: number;
+    /** Longest wait between two reads, however long the work has been running. */
+    maxIntervalMs: number;
+}
+
+/**
+ * Each wait is a fifth of the time waited so far, between the two bounds: work is noticed within
+ * max(initialIntervalMs, 20 % of its duration), and a long import costs one read every few seconds.
+ */
+export const DEFAULT_POLLING_POLICY: PollingPolicy = {
+    initialIntervalMs: 250,
+    maxIntervalMs: 5_000,
+};
+
+/** The wait before the next read, once `elapsedMs` have passed since the first one. */
+export function nextPollDelay(policy: PollingPolicy, elapsedMs: number): number {
+    return Math.min(policy.maxIntervalMs, Math.max(policy.initialIntervalMs, elapsedMs / 5));
+}
+
+/**
+ * Reads with `probe` until it answers or the deadline passes. The first read is unconditional and the deadline is
+ * judged only after a read, so a slow clock or a busy machine can never turn finished work into a timeout.
+ */
+export async function poll<T>(policy: PollingPolicy, deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
+    const started = Date.now();
+    for (;;) {
+        const result = await probe();
+        if (result !== undefined) return result;
+        const now = Date.now();
+        if (now >= deadline) return undefined;
+        await sleep(Math.min(nextPollDelay(policy, now - started), deadline - now));
+    }
+}
+
 export interface DataverseClientOptions extends RequestCoreOptions {
     /** The instance, `https://<org>.crm<N>.dynamics.com`: the token audience. */
     instanceUrl: string;
     /** Origin the requests go to, if not the instance itself (an emulator or a private endpoint). */
     endpoint?: string;
+    /** How often running work is read while waiting for it. */
+    polling?: Partial<PollingPolicy>;
 }
 
 export interface RequestOptions {
@@ -212,10 +252,13 @@ export class DataverseClient {
     /** `<endpoint>/api/data/v9.2/`, where requests go; `@odata.id` references are built on it. */
     readonly baseUrl: string;
     private readonly core: RequestCore;
+    /** How often this client reads running work while waiting for it. */
+    readonly polling: PollingPolicy;
 
     constructor(options: DataverseClientOptions) {
         this.instanceUrl = options.instanceUrl.replace(/\/+$/, "");
         this.baseUrl = `${(options.endpoint ?? this.instanceUrl).replace(/\/+$/, "")}${API_PATH}`;
+        this.polling = { ...DEFAULT_POLLING_POLICY, ...options.polling };
         this.core = new RequestCore(
             {
                 service: "Dataverse",
@@ -326,6 +369,12 @@ export class DataverseClient {
     /** An unbound action, `POST <action>`. */
     async action<T>(action: string, body: unknown, options: Omit<RequestOptions, "body"> = {}): Promise<T> {
         return (await this.request<T>("POST", action, { ...options, body })).data;
+    }
+
+    /** Reads with `probe` until it answers or the deadline passes, at this client's polling pace. */
+    async pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
+        // Not a same-named call: closure serialization would bind `pollUntil` inside this method to the method itself.
+        return poll(this.polling, deadline, probe);
     }
 
     /** An unbound function with inline parameters, `GET <function>(Name=value,…)`; values already OData literals. */

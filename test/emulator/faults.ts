@@ -8,6 +8,8 @@ import type { Reply } from "./protocol";
 export type Fault =
     | { kind: "status"; status: number; retryAfter?: string; code?: string; message?: string }
     | { kind: "delay"; ms: number }
+    /** Carry the request out only once `until` settles: a request the service is still working on, for as long as a test needs. */
+    | { kind: "hold"; until: Promise<unknown> }
     | { kind: "reset" }
     /** Carry the request out, then drop the connection without answering (a lost answer). */
     | { kind: "resetAfter" };

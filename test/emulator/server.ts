@@ -38,6 +38,10 @@ export interface Emulator {
     requests: RequestLogEntry[];
     injectFault(match: { method?: string; path: RegExp }, on: FaultSchedule, fault: Fault): void;
     clearFaults(): void;
+    /** The first logged request (already logged or still to come) that matches. */
+    waitForRequest(match: { method?: string; path: RegExp }): Promise<RequestLogEntry>;
+    /** Resolves once no request is being worked on (held or delayed ones included). */
+    whenIdle(): Promise<void>;
     registerApplication(applicationId: string, opts?: { visibleAfter?: number }): void;
     /** Accepts a token the identity platform issued to an app (see identityPlatform.ts `onTokenIssued`). */
     acceptToken(token: string, principal: { applicationId: string }): void;
@@ -55,6 +59,9 @@ class DataverseEmulator implements Emulator, Service {
     readonly issuedTokens: Record<string, { applicationId: string }> = {};
     readonly importPolls: number;
     private readonly faults = new FaultPlan();
+    private inFlight = 0;
+    private idleWaiters: (() => void)[] = [];
+    private requestWatchers: { matches: (entry: RequestLogEntry) => boolean; resolve: (entry: RequestLogEntry) => void }[] = [];
 
     constructor(
         private readonly server: http.Server,
@@ -70,6 +77,20 @@ class DataverseEmulator implements Emulator, Service {
 
     clearFaults(): void {
         this.faults.clear();
+    }
+
+    waitForRequest(match: { method?: string; path: RegExp }): Promise<RequestLogEntry> {
+        const matches = (entry: RequestLogEntry): boolean =>
+            (match.method === undefined || match.method.toUpperCase() === entry.method) &&
+            new RegExp(match.path.source, match.path.flags.replace("g", "")).test(entry.path);
+        const seen = this.requests.find(matches);
+        if (seen !== undefined) return Promise.resolve(seen);
+        return new Promise((resolve) => this.requestWatchers.push({ matches, resolve }));
+    }
+
+    whenIdle(): Promise<void> {
+        if (this.inFlight === 0) return Promise.resolve();
+        return new Promise((resolve) => this.idleWaiters.push(resolve));
     }
 
     registerApplication(applicationId: string, opts?: { visibleAfter?: number }): void {
@@ -89,6 +110,15 @@ class DataverseEmulator implements Emulator, Service {
     }
 
     async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+        this.inFlight++;
+        try {
+            await this.serve(req, res);
+        } finally {
+            if (--this.inFlight === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+        }
+    }
+
+    private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
         const time = Date.now();
         const method = (req.method ?? "GET").toUpperCase();
         const raw = await readBody(req);
@@ -109,6 +139,11 @@ class DataverseEmulator implements Emulator, Service {
         const principal = principalOf(this, req);
         if (principal !== undefined) entry.principal = principal;
         this.requests.push(entry);
+        this.requestWatchers = this.requestWatchers.filter((watcher) => {
+            if (!watcher.matches(entry)) return true;
+            watcher.resolve(entry);
+            return false;
+        });
 
         const fault = this.faults.next(method, path);
         if (fault?.kind === "reset") {
@@ -116,6 +151,7 @@ class DataverseEmulator implements Emulator, Service {
             return;
         }
         if (fault?.kind === "delay") await sleep(fault.ms);
+        if (fault?.kind === "hold") await fault.until.catch(() => undefined);
         // The service keeps working between requests: each request moves every running operation one step on.
         for (const op of this.state.asyncOperations) advance(this, op);
         advanceDirectorySync(this);
