@@ -1,6 +1,18 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
-import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField, providerChanged, Versioned } from "./common";
+import {
+    CheckFailure,
+    ignoreNotFound,
+    isUnknown,
+    knownChanges,
+    mustBeInstanceUrl,
+    progress,
+    validateField,
+    providerChanged,
+    Versioned,
+    Warned,
+    warningCollector,
+} from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
 
@@ -19,7 +31,7 @@ export interface SolutionInputs extends Versioned {
 }
 
 /** Outputs: the inputs plus what Dataverse reports. */
-export interface SolutionOutputs extends SolutionInputs {
+export interface SolutionOutputs extends SolutionInputs, Warned {
     solutionId: string;
     installedVersion: string;
     /** The same version was installed before this stack: destroy leaves it in place. */
@@ -43,6 +55,45 @@ interface AsyncOperation {
 // asyncoperation: statecode 3 = Completed; statuscode 30 Succeeded, 31 Failed, 32 Canceled.
 const COMPLETED = 3;
 const SUCCEEDED = 30;
+// asyncoperation operationtype 54 "Execute Async Request": how ImportSolutionAsync queues its work.
+const EXECUTE_ASYNC_REQUEST = 54;
+/** Starts of one import after answers that were lost before the service received the request. */
+const IMPORT_STARTS = 3;
+
+/** An `importjobs` row: one per solution import, named by the solution's unique name. */
+interface ImportJob {
+    importjobid: string;
+    solutionname: string;
+    createdon: string;
+    completedon?: string | null;
+    progress?: number | null;
+    _createdby_value?: string | null;
+}
+
+const IMPORT_JOB_COLUMNS = "importjobid,solutionname,createdon,completedon,progress,_createdby_value";
+
+async function importJobs(client: DataverseClient, uniqueName: string): Promise<ImportJob[]> {
+    return client.list<ImportJob>("importjobs", { $select: IMPORT_JOB_COLUMNS, $filter: `solutionname eq ${odataString(uniqueName)}` });
+}
+
+/** The caller's `systemuserid`: import jobs record who started them. */
+async function whoAmI(client: DataverseClient): Promise<string> {
+    return (await client.get<{ UserId: string }>("WhoAmI")).UserId.toLowerCase();
+}
+
+/**
+ * Whether a solution found installed is this stack's own after all: the create that imported it may have died
+ * before the engine saved its state (a crash right after the import started). Rule: an import job for this
+ * solution, started by the same identity no longer ago than the import window (`importTimeoutMinutes`), and
+ * completed. Anything older or by someone else was there before the stack, and destroy leaves it in place.
+ */
+async function importedByThisIdentity(client: DataverseClient, uniqueName: string, windowMinutes: number): Promise<ImportJob | undefined> {
+    const [me, jobs] = await Promise.all([whoAmI(client), importJobs(client, uniqueName)]);
+    const since = Date.now() - windowMinutes * 60_000;
+    return jobs.find(
+        (j) => (j._createdby_value ?? "").toLowerCase() === me && Date.parse(j.createdon) >= since && !!j.completedon,
+    );
+}
 
 async function findSolution(client: DataverseClient, uniqueName: string): Promise<SolutionRow | undefined> {
     const rows = await client.list<SolutionRow>("solutions", {
@@ -62,15 +113,13 @@ async function pollUntil<T>(deadline: number, probe: () => Promise<T | undefined
     return undefined;
 }
 
+type ImportStart = { AsyncOperationId: string; ImportJobKey: string };
+
 /** Starts `ImportSolutionAsync`, waiting while another import holds the instance. Undefined: the answer was lost. */
-async function startImport(
-    client: DataverseClient,
-    pkg: SolutionPackage,
-    deadline: number,
-): Promise<{ AsyncOperationId: string; ImportJobKey: string } | undefined> {
+async function startImport(client: DataverseClient, pkg: SolutionPackage, deadline: number): Promise<ImportStart | undefined> {
     for (;;) {
         try {
-            return await client.action<{ AsyncOperationId: string; ImportJobKey: string }>(
+            return await client.action<ImportStart>(
                 "ImportSolutionAsync",
                 {
                     OverwriteUnmanagedCustomizations: false,
@@ -81,8 +130,7 @@ async function startImport(
             );
         } catch (err) {
             if (err instanceof DataverseError && err.ambiguous) {
-                // Never start an import twice: whether it started shows in the solutions table.
-                progress(`The answer to ImportSolutionAsync for ${pkg.uniqueName} was lost; watching the solutions table instead.`);
+                progress(`The answer to ImportSolutionAsync for ${pkg.uniqueName} was lost; looking the import job up.`);
                 return undefined;
             }
             if (err instanceof DataverseError && err.hasCode(ErrorCodes.anotherImportRunning) && Date.now() + 30_000 < deadline) {
@@ -95,43 +143,111 @@ async function startImport(
     }
 }
 
+/** Waits for an async operation to complete. */
+async function waitForOperation(client: DataverseClient, operationId: string, deadline: number): Promise<AsyncOperation | undefined> {
+    return pollUntil(deadline, async () => {
+        const op = await client.get<AsyncOperation>(`asyncoperations(${odataGuid(operationId)})`, {
+            $select: "statecode,statuscode,message,friendlymessage,completedon",
+        });
+        return op.statecode === COMPLETED ? op : undefined;
+    });
+}
+
+/**
+ * After a lost answer to ImportSolutionAsync: the import job this request started, if the service received it.
+ * A job that is new since the request (its id was not listed before) is ours and is followed to its end. Without
+ * one, the caller's ExecuteAsync operations still queued or running may yet create it: wait for them, then look
+ * again. With neither, no job exists and the import can safely start again (contract: Solution import).
+ */
+async function findLostImport(
+    client: DataverseClient,
+    pkg: SolutionPackage,
+    before: string[],
+    deadline: number,
+): Promise<ImportJob | undefined> {
+    for (;;) {
+        const fresh = (await importJobs(client, pkg.uniqueName)).filter((j) => !before.includes(j.importjobid.toLowerCase()));
+        if (fresh.length > 0) {
+            return fresh.sort((a, b) => Date.parse(b.createdon) - Date.parse(a.createdon))[0];
+        }
+        const me = await whoAmI(client);
+        const queued = await client.list<{ asyncoperationid: string }>("asyncoperations", {
+            $select: "asyncoperationid,name,statecode,createdon",
+            $filter: `operationtype eq ${EXECUTE_ASYNC_REQUEST} and statecode ne ${COMPLETED} and _createdby_value eq ${odataGuid(me)}`,
+        });
+        if (queued.length === 0) return undefined;
+        progress(`Waiting for ${queued.length} queued system job(s) that may be the lost import of ${pkg.uniqueName}.`);
+        for (const op of queued) {
+            if (!(await waitForOperation(client, op.asyncoperationid, deadline))) return undefined;
+        }
+    }
+}
+
+/** Follows an import job found by lookup to its end; throws with the service's messages when it failed. */
+async function followImportJob(client: DataverseClient, pkg: SolutionPackage, job: ImportJob, deadline: number): Promise<void> {
+    progress(`Found import job ${job.importjobid} for ${pkg.uniqueName}; waiting for it.`);
+    const done = await pollUntil(deadline, async () => {
+        const row = await client.get<ImportJob>(`importjobs(${odataGuid(job.importjobid)})`, { $select: IMPORT_JOB_COLUMNS });
+        return row.completedon ? row : undefined;
+    });
+    if (!done) {
+        throw new Error(
+            `The import of ${pkg.uniqueName} ${pkg.version} (import job ${job.importjobid}) did not finish in time. It may still complete: run 'pulumi up' again to pick it up.`,
+        );
+    }
+    await throwIfImportFailed(client, pkg, job.importjobid, []);
+}
+
+async function throwIfImportFailed(client: DataverseClient, pkg: SolutionPackage, importJobId: string, details: (string | null | undefined)[]) {
+    const result = await client
+        .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
+            ImportJobId: odataGuid(importJobId),
+        })
+        .catch(() => undefined);
+    const status = result?.SolutionOperationResult?.Status;
+    if (details.length === 0 && (status === undefined || status === "Passed")) return;
+    const messages = [...details, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter((m): m is string => !!m);
+    throw new Error(`The import of ${pkg.uniqueName} ${pkg.version} failed (${status ?? "status unknown"}): ${[...new Set(messages)].join(" ") || "no message"}`);
+}
+
 /** Imports the package and waits for the job; returns the installed row. */
 async function importSolution(client: DataverseClient, pkg: SolutionPackage, timeoutMinutes: number): Promise<SolutionRow> {
     const deadline = Date.now() + timeoutMinutes * 60_000;
     progress(`Importing ${pkg.uniqueName} ${pkg.version} into ${client.instanceUrl}.`);
-    const job = await startImport(client, pkg, deadline);
-    if (job) {
-        const operationId = odataGuid(job.AsyncOperationId);
-        const finished = await pollUntil(deadline, async () => {
-            const op = await client.get<AsyncOperation>(`asyncoperations(${operationId})`, {
-                $select: "statecode,statuscode,message,friendlymessage,completedon",
-            });
-            return op.statecode === COMPLETED ? op : undefined;
-        });
-        if (!finished) {
+    // Which import jobs existed before: a lost answer is settled by the job that is new since.
+    const before = (await importJobs(client, pkg.uniqueName)).map((j) => j.importjobid.toLowerCase());
+    for (let starts = 1; ; starts++) {
+        const job = await startImport(client, pkg, deadline);
+        if (job) {
+            const finished = await waitForOperation(client, job.AsyncOperationId, deadline);
+            if (!finished) {
+                throw new Error(
+                    `The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${job.AsyncOperationId}). It may still complete: run 'pulumi up' again to pick it up.`,
+                );
+            }
+            if (finished.statuscode !== SUCCEEDED) {
+                await throwIfImportFailed(client, pkg, job.ImportJobKey, [
+                    `status ${finished.statuscode}`,
+                    finished.friendlymessage,
+                    finished.message,
+                ]);
+            }
+            break;
+        }
+        const lost = await findLostImport(client, pkg, before, deadline);
+        if (lost) {
+            await followImportJob(client, pkg, lost, deadline);
+            break;
+        }
+        if (starts >= IMPORT_STARTS) {
             throw new Error(
-                `The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${operationId}). It may still complete: run 'pulumi up' again to pick it up.`,
+                `ImportSolutionAsync for ${pkg.uniqueName} ${pkg.version} lost its answer ${starts} times and no import job was started; check the connection to ${client.instanceUrl} and run 'pulumi up' again.`,
             );
         }
-        if (finished.statuscode !== SUCCEEDED) {
-            const result = await client
-                .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
-                    ImportJobId: odataGuid(job.ImportJobKey),
-                })
-                .catch(() => undefined);
-            const details = [finished.friendlymessage, finished.message, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter(
-                (m): m is string => !!m,
-            );
-            throw new Error(
-                `The import of ${pkg.uniqueName} ${pkg.version} failed (status ${finished.statuscode}): ${[...new Set(details)].join(" ") || "no message"}`,
-            );
-        }
+        progress(`No import job of ${pkg.uniqueName} exists: the request never reached the service. Starting the import again.`);
     }
-    const installed = await pollUntil(job ? Date.now() + 1 : deadline, async () => {
-        const row = await findSolution(client, pkg.uniqueName);
-        return row && compareVersions(row.version, pkg.version) === 0 ? row : undefined;
-    });
-    if (!installed) {
+    const installed = await findSolution(client, pkg.uniqueName);
+    if (!installed || compareVersions(installed.version, pkg.version) !== 0) {
         throw new Error(`${pkg.uniqueName} ${pkg.version} is not installed on ${client.instanceUrl} after its import.`);
     }
     return installed;
@@ -160,14 +276,26 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
             );
         }
         if (order === 0) {
-            return { row: existing, imported: false };
+            const job = await importedByThisIdentity(client, pkg.uniqueName, inputs.importTimeoutMinutes);
+            if (job) {
+                progress(
+                    `${pkg.uniqueName} ${existing.version} was imported by this identity at ${job.createdon} (import job ${job.importjobid}), within the import window: it is this stack's own, and destroy uninstalls it.`,
+                );
+            }
+            return { row: existing, imported: job !== undefined };
         }
     }
     return { row: await importSolution(client, pkg, inputs.importTimeoutMinutes), imported: true };
 }
 
 function outputs(inputs: SolutionInputs, row: SolutionRow, adopted: boolean): SolutionOutputs {
-    return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted };
+    const warnings = warningCollector();
+    if (adopted && !inputs.retainOnDelete) {
+        warnings.add(
+            `${inputs.uniqueName} ${row.version} was installed on ${inputs.instanceUrl} before this stack: it was adopted, not imported, and destroy leaves it installed (with its Lead Writer role).`,
+        );
+    }
+    return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted, warnings: warnings.list };
 }
 
 /** Imports and tracks the managed Marketplace Lead Writer solution. */
@@ -198,7 +326,8 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async diff(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
-        const replaces = (["instanceUrl", "uniqueName"] as const).filter((k) => olds[k] !== news[k]);
+        // The unique name is missing when check could not read a package preview does not know yet: not a replacement.
+        const replaces = knownChanges(olds, news, ["instanceUrl", "uniqueName"]).filter((k) => news[k] !== undefined);
         if (replaces.length === 0 && !isUnknown(news.version) && compareVersions(news.version, olds.installedVersion) < 0) {
             throw new Error(
                 `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${news.source} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
@@ -221,7 +350,10 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         if (!row) {
             return { id: "", props: {} };
         }
-        return { id: row.solutionid, props: { ...props, solutionId: row.solutionid, installedVersion: row.version } };
+        return {
+            id: row.solutionid,
+            props: { ...props, solutionId: row.solutionid, installedVersion: row.version, warnings: props.warnings ?? [] },
+        };
     },
 
     async update(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
@@ -261,6 +393,8 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
     /** The version Dataverse reports; downstream resources re-apply their changes when it moves. */
     declare readonly installedVersion: pulumi.Output<string>;
     declare readonly adopted: pulumi.Output<boolean>;
+    /** What the user must act on, such as a solution adopted rather than imported; gathered into the stack's `warnings`. */
+    declare readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: LeadWriterSolutionArgs, opts?: pulumi.CustomResourceOptions) {
         super(
@@ -274,6 +408,7 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
                 solutionId: undefined,
                 installedVersion: undefined,
                 adopted: undefined,
+                warnings: undefined,
                 ...args,
                 providerVersion: PROVIDER_VERSION,
             },
