@@ -13,3 +13,5 @@ export const directoryId = leads.directoryId;
 export const clientSecret = leads.clientSecret;
 export const clientSecretEndDate = leads.clientSecretEndDate;
 export const contactEmails = leads.contactEmails;
+// Not a form field: what needs your attention (see README "Warnings"); an empty list when nothing does.
+export const warnings = leads.warnings;

@@ -38,6 +38,12 @@ export class LeadManagement extends pulumi.ComponentResource {
     public readonly systemUserId: pulumi.Output<string>;
     /** Version of the Marketplace Lead Writer solution on the instance. */
     public readonly solutionVersion: pulumi.Output<string>;
+    /**
+     * What a user must act on, from every Dataverse resource (a solution adopted rather than imported, a user that
+     * was found disabled, grants beyond the guide's, other roles the user holds); empty when there is nothing.
+     * Provider log lines reach no PR comment (pulumi/pulumi#6065), stack outputs do.
+     */
+    public readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
@@ -78,7 +84,7 @@ export class LeadManagement extends pulumi.ComponentResource {
         );
 
         // The role comes with the solution; an import can reset it, so the privileges follow its version.
-        new RoleAssignment(
+        const assignment = new RoleAssignment(
             `${name}-role-assignment`,
             {
                 instanceUrl: config.instanceUrl,
@@ -87,7 +93,7 @@ export class LeadManagement extends pulumi.ComponentResource {
             },
             { parent: this, dependsOn: [solution] },
         );
-        new RolePrivileges(
+        const privileges = new RolePrivileges(
             `${name}-role-privileges`,
             {
                 instanceUrl: config.instanceUrl,
@@ -108,6 +114,9 @@ export class LeadManagement extends pulumi.ComponentResource {
         this.contactEmails = pulumi.output(config.contactEmails.join(";"));
         this.systemUserId = appUser.systemUserId;
         this.solutionVersion = solution.installedVersion;
+        this.warnings = pulumi
+            .all([solution.warnings, appUser.warnings, assignment.warnings, privileges.warnings])
+            .apply((lists) => lists.flatMap((list) => list ?? []));
         this.registerOutputs({
             leadDestination: this.leadDestination,
             instanceUrl: this.instanceUrl,
@@ -119,6 +128,7 @@ export class LeadManagement extends pulumi.ComponentResource {
             contactEmails: this.contactEmails,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
+            warnings: this.warnings,
         });
     }
 }

@@ -106,6 +106,17 @@ class DataverseEmulator implements Emulator, Service {
             req.socket.destroy();
             return;
         }
+        if (fault?.kind === "timeout") {
+            await new Promise<void>((resolve) => {
+                const timer = setTimeout(resolve, fault.ms ?? 10_000);
+                req.socket.once("close", () => {
+                    clearTimeout(timer);
+                    resolve();
+                });
+            });
+            req.socket.destroy();
+            return;
+        }
         if (fault?.kind === "delay") await sleep(fault.ms);
         // The service keeps working between requests: each request moves every running operation one step on.
         for (const op of this.state.asyncOperations) advance(this, op);
