@@ -215,8 +215,11 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
     const deadline = Date.now() + timeoutMinutes * 60_000;
     progress(`Importing ${pkg.uniqueName} ${pkg.version} into ${client.instanceUrl}.`);
     // Which import jobs existed before: a lost answer is settled by the job that is new since.
-    const before = (await importJobs(client, pkg.uniqueName)).map((j) => j.importjobid.toLowerCase());
-    for (let starts = 1; ; starts++) {
+    const jobsBefore = await importJobs(client, pkg.uniqueName);
+    const before = jobsBefore.map((j) => j.importjobid.toLowerCase());
+    // An import of this solution still running (one a crashed run started, say) is followed, not started twice.
+    const running = jobsBefore.find((j) => !j.completedon);
+    for (let starts = 1; !running; starts++) {
         const job = await startImport(client, pkg, deadline);
         if (job) {
             const finished = await waitForOperation(client, job.AsyncOperationId, deadline);
@@ -245,6 +248,9 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
             );
         }
         progress(`No import job of ${pkg.uniqueName} exists: the request never reached the service. Starting the import again.`);
+    }
+    if (running) {
+        await followImportJob(client, pkg, running, deadline);
     }
     const installed = await findSolution(client, pkg.uniqueName);
     if (!installed || compareVersions(installed.version, pkg.version) !== 0) {
@@ -328,6 +334,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     async diff(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
         // The unique name is missing when check could not read a package preview does not know yet: not a replacement.
         const replaces = knownChanges(olds, news, ["instanceUrl", "uniqueName"]).filter((k) => news[k] !== undefined);
+        const unknown = isUnknown(news.instanceUrl) || isUnknown(news.uniqueName);
         if (replaces.length === 0 && !isUnknown(news.version) && compareVersions(news.version, olds.installedVersion) < 0) {
             throw new Error(
                 `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${news.source} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
@@ -337,7 +344,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
             (["source", "version", "sha256", "importTimeoutMinutes", "retainOnDelete"] as const).some((k) => olds[k] !== news[k]) ||
             olds.installedVersion !== news.version ||
             providerChanged(olds, news);
-        return { changes: replaces.length > 0 || changed, replaces };
+        return { changes: replaces.length > 0 || unknown || changed, replaces };
     },
 
     async create(inputs: SolutionInputs) {
