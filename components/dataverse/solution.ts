@@ -103,16 +103,6 @@ async function findSolution(client: DataverseClient, uniqueName: string): Promis
     return rows[0];
 }
 
-/** Polls with a growing interval (1 s doubling to 10 s) until `done` answers or the deadline passes. */
-async function pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
-    for (let wait = 1000; Date.now() < deadline; wait = Math.min(wait * 2, 10_000)) {
-        const result = await probe();
-        if (result !== undefined) return result;
-        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
-    }
-    return undefined;
-}
-
 type ImportStart = { AsyncOperationId: string; ImportJobKey: string };
 
 /** Starts `ImportSolutionAsync`, waiting while another import holds the instance. Undefined: the answer was lost. */
@@ -145,7 +135,7 @@ async function startImport(client: DataverseClient, pkg: SolutionPackage, deadli
 
 /** Waits for an async operation to complete. */
 async function waitForOperation(client: DataverseClient, operationId: string, deadline: number): Promise<AsyncOperation | undefined> {
-    return pollUntil(deadline, async () => {
+    return client.pollUntil(deadline, async () => {
         const op = await client.get<AsyncOperation>(`asyncoperations(${odataGuid(operationId)})`, {
             $select: "statecode,statuscode,message,friendlymessage,completedon",
         });
@@ -186,7 +176,7 @@ async function findLostImport(
 /** Follows an import job found by lookup to its end; throws with the service's messages when it failed. */
 async function followImportJob(client: DataverseClient, pkg: SolutionPackage, job: ImportJob, deadline: number): Promise<void> {
     progress(`Found import job ${job.importjobid} for ${pkg.uniqueName}; waiting for it.`);
-    const done = await pollUntil(deadline, async () => {
+    const done = await client.pollUntil(deadline, async () => {
         const row = await client.get<ImportJob>(`importjobs(${odataGuid(job.importjobid)})`, { $select: IMPORT_JOB_COLUMNS });
         return row.completedon ? row : undefined;
     });
