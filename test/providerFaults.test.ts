@@ -92,6 +92,24 @@ describe("a preview with values it does not know yet", () => {
         expect(diff.replaces ?? []).toEqual([]);
     });
 
+    it("previews a release as updates only, though the role assignment sees its user id unknown", async () => {
+        await engineFor("Solution").up(solutionInputs());
+        const user = await engineFor("ApplicationUser").up(userInputs());
+        const link = await engineFor("RoleAssignment").up(linkInputs(user.state.id));
+        const release = { providerVersion: "9.9.9" };
+        const userPlan = await engineFor("ApplicationUser").plan({ ...userInputs(), ...release }, user.state);
+        expect(userPlan.outputs.systemUserId).toBe(UNKNOWN);
+        const linkPreview = await engineFor("RoleAssignment").preview(
+            { ...linkInputs(userPlan.outputs.systemUserId as string), ...release },
+            link.state,
+        );
+        expect([userPlan.op, linkPreview.op, linkPreview.replaces]).toEqual(["update", "update", []]);
+        // The up that follows: the same user, so the link is only updated.
+        const upUser = await engineFor("ApplicationUser").up({ ...userInputs(), ...release }, user.state);
+        const upLink = await engineFor("RoleAssignment").up({ ...linkInputs(upUser.state.id), ...release }, link.state);
+        expect(upLink.op).toBe("update");
+    });
+
     it("still replaces the link when the user id is known and different", async () => {
         const olds = linkInputs(APP_ID);
         const other = "3f2504e0-4f89-41d3-9a0c-0305e82c3399";
