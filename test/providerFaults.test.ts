@@ -113,7 +113,10 @@ describe("a preview with values it does not know yet", () => {
     it("still replaces the link when the user id is known and different", async () => {
         const olds = linkInputs(APP_ID);
         const other = "3f2504e0-4f89-41d3-9a0c-0305e82c3399";
-        const diff = await host.call<{ replaces?: string[] }>(provider("RoleAssignment"), "diff", "id", olds, { ...olds, systemUserId: other });
+        const diff = await host.call<{ replaces?: string[] }>(provider("RoleAssignment"), "diff", "id", olds, {
+            ...olds,
+            systemUserId: other,
+        });
         expect(diff.replaces).toEqual(["systemUserId"]);
     });
 });
@@ -144,7 +147,9 @@ describe("warnings a user must act on", () => {
         const repaired = await engineFor("ApplicationUser").up(userInputs(), (await engineFor("ApplicationUser").refresh(user.state))!);
         expect(repaired.state.outputs.warnings).toEqual([expect.stringMatching(/was disabled in Dataverse and has been enabled again/)]);
 
-        const salesperson = emulator.state.roles.find((r) => r.name !== LEAD_WRITER_ROLE_NAME && r.businessunitid === ROOT_BUSINESS_UNIT_ID)!;
+        const salesperson = emulator.state.roles.find(
+            (r) => r.name !== LEAD_WRITER_ROLE_NAME && r.businessunitid === ROOT_BUSINESS_UNIT_ID,
+        )!;
         emulator.state.userRoles.push({ systemuserid: user.state.id, roleid: salesperson.roleid });
         const link = await engineFor("RoleAssignment").up(linkInputs(user.state.id));
         expect(link.state.outputs.warnings).toEqual([
@@ -163,7 +168,11 @@ describe("warnings a user must act on", () => {
 describe("errors that cross the provider host", () => {
     it("print with a stack, never `: undefined`", async () => {
         emulator.injectFault({ method: "GET", path: /systemusers\(/ }, "every", { kind: "status", status: 403, code: "0x80040220" });
-        const state = { id: `${APP_ID}/${APP_ID}`, inputs: {}, outputs: { ...linkInputs(APP_ID), roleId: APP_ID, __provider: provider("RoleAssignment") } };
+        const state = {
+            id: `${APP_ID}/${APP_ID}`,
+            inputs: {},
+            outputs: { ...linkInputs(APP_ID), roleId: APP_ID, __provider: provider("RoleAssignment") },
+        };
         await expect(engineFor("RoleAssignment").refresh(state)).rejects.toThrow(/Dataverse GET systemusers\(.*\) failed: 403 0x80040220/);
         expect(host.output).toMatch(/DataverseError: Dataverse GET systemusers\([^)]*\) failed: 403[^\n]*: DataverseError: [^\n]*\n\s+at /);
         expect(host.output).not.toMatch(/: undefined/);
@@ -266,8 +275,15 @@ describe("destroying an application user that owns records", () => {
         await engineFor("ApplicationUser").destroy(state);
         expect(emulator.state.systemUsers.find((u) => u.systemuserid === state.id)).toMatchObject({ isdisabled: true, deletedstate: 1 });
         expect(host.output).toMatch(
-            new RegExp(`Application user ${state.id} is disabled and deleted, but Dataverse keeps its record because it owns leads such as 9d3f0c51-0000-4000-8000-000000000001 \\("MSFT_TEST_1"\\)`),
+            new RegExp(
+                `Application user ${state.id} is disabled and deleted, but Dataverse keeps its record because it owns leads such as 9d3f0c51-0000-4000-8000-000000000001 \\("MSFT_TEST_1"\\)`,
+            ),
         );
-        expect(emulator.requests.slice(mark).filter((r) => r.path.includes("/leads")).map((r) => r.method)).toEqual(["GET"]);
+        expect(
+            emulator.requests
+                .slice(mark)
+                .filter((r) => r.path.includes("/leads"))
+                .map((r) => r.method),
+        ).toEqual(["GET"]);
     });
 });

@@ -196,7 +196,12 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
         }
         return {
             id,
-            props: { ...props, isDisabled: row.isdisabled, resolvedBusinessUnitId: row._businessunitid_value, warnings: props.warnings ?? [] },
+            props: {
+                ...props,
+                isDisabled: row.isdisabled,
+                resolvedBusinessUnitId: row._businessunitid_value,
+                warnings: props.warnings ?? [],
+            },
         };
     },
 

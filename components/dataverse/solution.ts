@@ -90,9 +90,7 @@ async function whoAmI(client: DataverseClient): Promise<string> {
 async function importedByThisIdentity(client: DataverseClient, uniqueName: string, windowMinutes: number): Promise<ImportJob | undefined> {
     const [me, jobs] = await Promise.all([whoAmI(client), importJobs(client, uniqueName)]);
     const since = Date.now() - windowMinutes * 60_000;
-    return jobs.find(
-        (j) => (j._createdby_value ?? "").toLowerCase() === me && Date.parse(j.createdon) >= since && !!j.completedon,
-    );
+    return jobs.find((j) => (j._createdby_value ?? "").toLowerCase() === me && Date.parse(j.createdon) >= since && !!j.completedon);
 }
 
 async function findSolution(client: DataverseClient, uniqueName: string): Promise<SolutionRow | undefined> {
@@ -188,7 +186,12 @@ async function followImportJob(client: DataverseClient, pkg: SolutionPackage, jo
     await throwIfImportFailed(client, pkg, job.importjobid, []);
 }
 
-async function throwIfImportFailed(client: DataverseClient, pkg: SolutionPackage, importJobId: string, details: (string | null | undefined)[]) {
+async function throwIfImportFailed(
+    client: DataverseClient,
+    pkg: SolutionPackage,
+    importJobId: string,
+    details: (string | null | undefined)[],
+) {
     const result = await client
         .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
             ImportJobId: odataGuid(importJobId),
@@ -197,7 +200,9 @@ async function throwIfImportFailed(client: DataverseClient, pkg: SolutionPackage
     const status = result?.SolutionOperationResult?.Status;
     if (details.length === 0 && (status === undefined || status === "Passed")) return;
     const messages = [...details, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter((m): m is string => !!m);
-    throw new Error(`The import of ${pkg.uniqueName} ${pkg.version} failed (${status ?? "status unknown"}): ${[...new Set(messages)].join(" ") || "no message"}`);
+    throw new Error(
+        `The import of ${pkg.uniqueName} ${pkg.version} failed (${status ?? "status unknown"}): ${[...new Set(messages)].join(" ") || "no message"}`,
+    );
 }
 
 /** Imports the package and waits for the job; returns the installed row. */
