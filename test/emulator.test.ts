@@ -354,7 +354,8 @@ describe("application users", () => {
         expect((await client().delete(`systemusers(${id})`)).status).toBe(204);
         const res = await client().delete(`systemusers(${id})`);
         expect(res.status).toBe(400);
-        expect((res.data as ODataErrorBody).error.message).toMatch(/[Rr]eassign/);
+        // contract: Application user — 0x80048610 "Can't delete a user which owns records".
+        expect((res.data as ODataErrorBody).error).toMatchObject({ code: "0x80048610", message: expect.stringMatching(/owns records/) });
         expect(emu.state.systemUsers.some((u) => u.systemuserid === id)).toBe(true);
     });
 });
