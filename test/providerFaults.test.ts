@@ -144,7 +144,11 @@ describe("warnings a user must act on", () => {
 
         const user = await engineFor("ApplicationUser").up(userInputs());
         emulator.state.systemUsers.find((u) => u.systemuserid === user.state.id)!.isdisabled = true;
-        const repaired = await engineFor("ApplicationUser").up(userInputs(), (await engineFor("ApplicationUser").refresh(user.state))!);
+        const refreshed = (await engineFor("ApplicationUser").refresh(user.state))!;
+        expect(refreshed.outputs.warnings).toEqual([
+            expect.stringMatching(/is disabled in Dataverse; the next 'pulumi up' enables it again/),
+        ]);
+        const repaired = await engineFor("ApplicationUser").up(userInputs(), refreshed);
         expect(repaired.state.outputs.warnings).toEqual([expect.stringMatching(/was disabled in Dataverse and has been enabled again/)]);
 
         const salesperson = emulator.state.roles.find(

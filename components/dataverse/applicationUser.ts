@@ -200,7 +200,12 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
                 ...props,
                 isDisabled: row.isdisabled,
                 resolvedBusinessUnitId: row._businessunitid_value,
-                warnings: props.warnings ?? [],
+                // Read states what is true now: a user disabled in Dataverse, which the next `pulumi up` enables.
+                warnings: row.isdisabled
+                    ? [
+                          `Application user ${id} is disabled in Dataverse; the next 'pulumi up' enables it again unless you remove it from the stack.`,
+                      ]
+                    : [],
             },
         };
     },

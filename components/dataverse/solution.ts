@@ -59,6 +59,8 @@ const SUCCEEDED = 30;
 const EXECUTE_ASYNC_REQUEST = 54;
 /** Starts of one import after answers that were lost before the service received the request. */
 const IMPORT_STARTS = 3;
+/** How far the service's clock may be from ours when its timestamps are compared with our request times. */
+const CLOCK_MARGIN_MS = 5 * 60_000;
 
 /** An `importjobs` row: one per solution import, named by the solution's unique name. */
 interface ImportJob {
@@ -151,6 +153,7 @@ async function findLostImport(
     client: DataverseClient,
     pkg: SolutionPackage,
     before: string[],
+    requestedAt: number,
     deadline: number,
 ): Promise<ImportJob | undefined> {
     for (;;) {
@@ -159,10 +162,13 @@ async function findLostImport(
             return fresh.sort((a, b) => Date.parse(b.createdon) - Date.parse(a.createdon))[0];
         }
         const me = await whoAmI(client);
-        const queued = await client.list<{ asyncoperationid: string }>("asyncoperations", {
-            $select: "asyncoperationid,name,statecode,createdon",
-            $filter: `operationtype eq ${EXECUTE_ASYNC_REQUEST} and statecode ne ${COMPLETED} and _createdby_value eq ${odataGuid(me)}`,
-        });
+        // Only work queued since the request can be its job; the margin allows for the service's clock.
+        const queued = (
+            await client.list<{ asyncoperationid: string; createdon: string }>("asyncoperations", {
+                $select: "asyncoperationid,name,statecode,createdon",
+                $filter: `operationtype eq ${EXECUTE_ASYNC_REQUEST} and statecode ne ${COMPLETED} and _createdby_value eq ${odataGuid(me)}`,
+            })
+        ).filter((op) => Date.parse(op.createdon) >= requestedAt - CLOCK_MARGIN_MS);
         if (queued.length === 0) return undefined;
         progress(`Waiting for ${queued.length} queued system job(s) that may be the lost import of ${pkg.uniqueName}.`);
         for (const op of queued) {
@@ -215,6 +221,7 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
     // An import of this solution still running (one a crashed run started, say) is followed, not started twice.
     const running = jobsBefore.find((j) => !j.completedon);
     for (let starts = 1; !running; starts++) {
+        const requestedAt = Date.now();
         const job = await startImport(client, pkg, deadline);
         if (job) {
             const finished = await waitForOperation(client, job.AsyncOperationId, deadline);
@@ -232,7 +239,7 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
             }
             break;
         }
-        const lost = await findLostImport(client, pkg, before, deadline);
+        const lost = await findLostImport(client, pkg, before, requestedAt, deadline);
         if (lost) {
             await followImportJob(client, pkg, lost, deadline);
             break;
@@ -255,7 +262,7 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
 }
 
 /** Brings the instance to the package's version: adopts the same version, upgrades a lower one, refuses a higher one. */
-async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionRow; imported: boolean }> {
+async function ensureInstalled(inputs: SolutionInputs, decideOwnership: boolean): Promise<{ row: SolutionRow; imported: boolean }> {
     const client = sharedClient(inputs.instanceUrl);
     const pkg = await loadSolutionPackage(inputs.source);
     if (pkg.sha256 !== inputs.sha256) {
@@ -277,7 +284,8 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
             );
         }
         if (order === 0) {
-            const job = await importedByThisIdentity(client, pkg.uniqueName, inputs.importTimeoutMinutes);
+            // An update keeps the ownership it recorded; only a create without state has to work it out.
+            const job = decideOwnership ? await importedByThisIdentity(client, pkg.uniqueName, inputs.importTimeoutMinutes) : undefined;
             if (job) {
                 progress(
                     `${pkg.uniqueName} ${existing.version} was imported by this identity at ${job.createdon} (import job ${job.importjobid}), within the import window: it is this stack's own, and destroy uninstalls it.`,
@@ -289,13 +297,21 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
     return { row: await importSolution(client, pkg, inputs.importTimeoutMinutes), imported: true };
 }
 
+/** The solution's lasting warnings: an adopted solution stays adopted, so its warning stays too. */
+function solutionWarnings(
+    props: Pick<SolutionOutputs, "uniqueName" | "instanceUrl" | "adopted" | "retainOnDelete">,
+    version: string,
+): string[] {
+    return props.adopted && !props.retainOnDelete
+        ? [
+              `${props.uniqueName} ${version} was installed on ${props.instanceUrl} before this stack: it was adopted, not imported, and destroy leaves it installed (with its Lead Writer role).`,
+          ]
+        : [];
+}
+
 function outputs(inputs: SolutionInputs, row: SolutionRow, adopted: boolean): SolutionOutputs {
     const warnings = warningCollector();
-    if (adopted && !inputs.retainOnDelete) {
-        warnings.add(
-            `${inputs.uniqueName} ${row.version} was installed on ${inputs.instanceUrl} before this stack: it was adopted, not imported, and destroy leaves it installed (with its Lead Writer role).`,
-        );
-    }
+    solutionWarnings({ ...inputs, adopted }, row.version).forEach(warnings.add);
     return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted, warnings: warnings.list };
 }
 
@@ -343,7 +359,7 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async create(inputs: SolutionInputs) {
-        const { row, imported } = await ensureInstalled(inputs);
+        const { row, imported } = await ensureInstalled(inputs, true);
         return { id: row.solutionid, outs: outputs(inputs, row, !imported) };
     },
 
@@ -354,12 +370,12 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         }
         return {
             id: row.solutionid,
-            props: { ...props, solutionId: row.solutionid, installedVersion: row.version, warnings: props.warnings ?? [] },
+            props: { ...props, solutionId: row.solutionid, installedVersion: row.version, warnings: solutionWarnings(props, row.version) },
         };
     },
 
     async update(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
-        const { row } = await ensureInstalled(news);
+        const { row } = await ensureInstalled(news, false);
         return { outs: outputs(news, row, olds.adopted) };
     },
 
