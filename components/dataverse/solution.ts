@@ -218,8 +218,15 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
     // Which import jobs existed before: a lost answer is settled by the job that is new since.
     const jobsBefore = await importJobs(client, pkg.uniqueName);
     const before = jobsBefore.map((j) => j.importjobid.toLowerCase());
-    // An import of this solution still running (one a crashed run started, say) is followed, not started twice.
-    const running = jobsBefore.find((j) => !j.completedon);
+    // This identity's import of this solution still running (a crashed run's, within the window) is followed, not
+    // started twice; an older unfinished row is not taken for running work.
+    const me = jobsBefore.some((j) => !j.completedon) ? await whoAmI(client) : undefined;
+    const running = jobsBefore.find(
+        (j) =>
+            !j.completedon &&
+            (j._createdby_value ?? "").toLowerCase() === me &&
+            Date.parse(j.createdon) >= Date.now() - timeoutMinutes * 60_000 - CLOCK_MARGIN_MS,
+    );
     for (let starts = 1; !running; starts++) {
         const requestedAt = Date.now();
         const job = await startImport(client, pkg, deadline);
