@@ -18,6 +18,7 @@ import {
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+import { clientTuningFromEnvironment } from "../components/dataverse/client";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
@@ -289,5 +290,26 @@ describe("destroying an application user that owns records", () => {
                 .filter((r) => r.path.includes("/leads"))
                 .map((r) => r.method),
         ).toEqual(["GET"]);
+    });
+});
+
+describe("client tuning a user can set (what these tests use to stay fast)", () => {
+    const saved = { ...process.env };
+    afterEach(() => {
+        process.env = { ...saved };
+    });
+
+    it("reads the per-request timeout and the first backoff step, and leaves the defaults alone otherwise", () => {
+        delete process.env.DATAVERSE_TIMEOUT_MS;
+        delete process.env.DATAVERSE_RETRY_DELAY_MS;
+        expect(clientTuningFromEnvironment()).toEqual({});
+        process.env.DATAVERSE_TIMEOUT_MS = "30000";
+        process.env.DATAVERSE_RETRY_DELAY_MS = "250";
+        expect(clientTuningFromEnvironment()).toEqual({ timeoutMs: 30000, retry: { baseDelayMs: 250 } });
+    });
+
+    it("refuses a value that is not a positive number, naming the variable", () => {
+        process.env.DATAVERSE_TIMEOUT_MS = "soon";
+        expect(() => clientTuningFromEnvironment()).toThrow('DATAVERSE_TIMEOUT_MS must be a positive number of milliseconds, not "soon"');
     });
 });
