@@ -76,6 +76,12 @@ export class LeadManagement extends pulumi.ComponentResource {
         /** When `pulumi up` last wrote a test lead as the lead service would; only with `validateOnUp`. */
         validatedAt?: pulumi.Output<string>;
     };
+    /**
+     * What a user must act on, from every Dataverse resource (a solution adopted rather than imported, a user that
+     * was found disabled, grants beyond the guide's, other roles the user holds); empty when there is nothing.
+     * Provider log lines reach no PR comment (pulumi/pulumi#6065), stack outputs do.
+     */
+    public readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: LeadManagementArgs, opts?: pulumi.ComponentResourceOptions) {
         super("leadmanagement:index:LeadManagement", name, {}, opts);
@@ -113,7 +119,8 @@ export class LeadManagement extends pulumi.ComponentResource {
         this.instanceUrl = pulumi.output(instanceUrl);
         this.contactEmails = pulumi.output(asConfigured(config, "contactEmails", config.contactEmails.join(";")));
         const common = { leadDestination: this.leadDestination, instanceUrl: this.instanceUrl };
-        let systemUser: pulumi.CustomResource & { systemUserId: pulumi.Output<string> };
+        // The Dataverse user the lead service writes as, whichever way it came to exist.
+        let systemUser: pulumi.CustomResource & { systemUserId: pulumi.Output<string>; warnings?: pulumi.Output<string[]> };
         let azureAd: { identity: AzureAdApp; tenantId: pulumi.Output<string> } | undefined;
         if (config.authMethod === "office365") {
             const account = config.serviceAccount;
@@ -242,11 +249,15 @@ export class LeadManagement extends pulumi.ComponentResource {
 
         this.systemUserId = systemUser.systemUserId;
         this.solutionVersion = solution.installedVersion;
+        this.warnings = pulumi
+            .all([solution.warnings, systemUser.warnings, roleAssignment.warnings, rolePrivileges.warnings])
+            .apply((lists) => lists.flatMap((list) => list ?? []));
         this.registerOutputs({
             ...this.connectionDetails,
             ...this.notices,
             systemUserId: this.systemUserId,
             solutionVersion: this.solutionVersion,
+            warnings: this.warnings,
         });
     }
 }

@@ -357,7 +357,8 @@ describe("application users", () => {
         expect((await client().delete(`systemusers(${id})`)).status).toBe(204);
         const res = await client().delete(`systemusers(${id})`);
         expect(res.status).toBe(400);
-        expect((res.data as ODataErrorBody).error.message).toMatch(/[Rr]eassign/);
+        // contract: Application user — 0x80048610 "Can't delete a user which owns records".
+        expect((res.data as ODataErrorBody).error).toMatchObject({ code: "0x80048610", message: expect.stringMatching(/owns records/) });
         expect(emu.state.systemUsers.some((u) => u.systemuserid === id)).toBe(true);
     });
 });
@@ -602,6 +603,35 @@ describe("solution import", () => {
             "prvReadLead:Global",
             "prvWriteLead:Global",
         ]);
+    });
+
+    test("the import job and its system job say which solution, who started them and when", async () => {
+        const { asyncId, jobId } = await importSolution({
+            uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME,
+            version: "1.0.0.0",
+            managed: true,
+        });
+        const jobs = await client().get(
+            q("importjobs", {
+                $select: "importjobid,solutionname,createdon,completedon,progress,_createdby_value",
+                $filter: `solutionname eq '${LEAD_WRITER_SOLUTION_UNIQUE_NAME}'`,
+            }),
+        );
+        expect((jobs.data as Collection<Row>).value).toEqual([
+            expect.objectContaining({
+                importjobid: jobId,
+                _createdby_value: ADMIN_USER_ID,
+                completedon: null,
+                createdon: expect.any(String),
+            }),
+        ]);
+        const queued = await client().get(
+            q("asyncoperations", {
+                $select: "asyncoperationid,createdon",
+                $filter: `operationtype eq 54 and statecode ne 3 and _createdby_value eq ${ADMIN_USER_ID}`,
+            }),
+        );
+        expect((queued.data as Collection<Row>).value.map((r) => r.asyncoperationid)).toEqual([asyncId]);
     });
 
     test("a second import while one runs is refused with 0x80071151", async () => {
@@ -867,6 +897,14 @@ describe("faults and the request log", () => {
         const res = await client().get("WhoAmI");
         expect(res.status).toBe(200);
         expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    });
+
+    test("timeout holds the request unanswered and never carries it out", async () => {
+        emu.injectFault({ method: "POST", path: /leads$/ }, 1, { kind: "timeout", ms: 5_000 });
+        const started = Date.now();
+        await expect(client().post("leads", LEAD, { timeout: 200 })).rejects.toMatchObject({ code: "ECONNABORTED" });
+        expect(Date.now() - started).toBeLessThan(2_000);
+        expect(emu.state.leads).toEqual([]);
     });
 
     test("resetAfter carries the request out and then drops the answer", async () => {

@@ -21,7 +21,7 @@ import type { DirectoryUserRow } from "./emulator/graphState";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
-import { MOCK_PASSWORD, MOCK_SKU_ID, MOCK_USER_OBJECT_ID } from "./support/pulumiMocks";
+import { MOCK_PASSWORD, MOCK_SKU_ID, MOCK_USER_OBJECT_ID, UNKNOWN_OUTPUT } from "./support/pulumiMocks";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 import { GraphClient, GraphError, graphClientFromEnvironment } from "../components/graph/client";
 import { checkEndpointOverride } from "../components/http/endpoint";
@@ -86,6 +86,7 @@ describe("authMethod office365 under mocks", () => {
             password: { value: MOCK_PASSWORD, secret: true },
             passwordRenewalDate: { value: expect.stringMatching(/^\d{4}-\d\d-\d\dT00:00:00\.000Z$/), secret: false },
             contactEmails: { value: "leads@contoso.com", secret: false },
+            warnings: { value: UNKNOWN_OUTPUT, secret: false },
         });
     });
 

@@ -52,6 +52,7 @@ describe("the program (index.ts)", () => {
             clientSecret: { value: MOCK_SECRET_VALUE, secret: true },
             clientSecretEndDate: { value: expect.stringMatching(/^\d{4}-\d\d-\d\dT00:00:00\.000Z$/), secret: false },
             contactEmails: { value: "leads@contoso.com;sales@contoso.com", secret: false },
+            warnings: { value: [], secret: false },
         });
     });
 

@@ -1,9 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, sleep } from "./client";
 import {
+    anyUnknown,
     CheckFailure,
     ignoreNotFound,
     isNotFound,
+    knownChanges,
     mustBeGuid,
     mustBeInstanceUrl,
     progress,
@@ -11,6 +13,8 @@ import {
     warn,
     providerChanged,
     Versioned,
+    Warned,
+    warningCollector,
 } from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { rootBusinessUnitId } from "./roles";
@@ -23,7 +27,7 @@ export interface ApplicationUserInputs extends Versioned {
     businessUnitId?: string;
 }
 
-export interface ApplicationUserOutputs extends ApplicationUserInputs {
+export interface ApplicationUserOutputs extends ApplicationUserInputs, Warned {
     systemUserId: string;
     /** The business unit the user is in (the root one when none was given). */
     resolvedBusinessUnitId: string;
@@ -42,6 +46,11 @@ const USER_COLUMNS = "systemuserid,applicationid,isdisabled,deletedstate,_busine
 
 /** How long to wait for a new service principal to become visible to Dataverse. */
 const SERVICE_PRINCIPAL_WAIT = { attempts: 8, firstDelayMs: 5_000, maxDelayMs: 60_000 };
+
+/** Tries of the permanent delete while it meets "owns records": the user's own settings row can still be settling. */
+const PURGE_ATTEMPTS = 4;
+
+const REPLACING_KEYS = ["instanceUrl", "applicationId", "businessUnitId"] as const;
 
 async function usersFor(client: DataverseClient, applicationId: string): Promise<SystemUserRow[]> {
     return client.list<SystemUserRow>("systemusers", {
@@ -102,6 +111,7 @@ async function createUser(client: DataverseClient, applicationId: string, busine
  */
 async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUserOutputs> {
     const client = sharedClient(inputs.instanceUrl);
+    const warnings = warningCollector();
     const businessUnitId = inputs.businessUnitId || (await rootBusinessUnitId(client));
     for (let round = 1; ; round++) {
         const rows = await usersFor(client, inputs.applicationId);
@@ -114,8 +124,17 @@ async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUse
             }
             if (active.isdisabled) {
                 await client.update("systemusers", active.systemuserid, { isdisabled: false });
+                warnings.add(
+                    `Application user ${active.systemuserid} for app ${inputs.applicationId} was disabled in Dataverse and has been enabled again. If someone disabled it on purpose (to stop the lead service), remove this stack's lead management instead.`,
+                );
             }
-            return { ...inputs, systemUserId: active.systemuserid, resolvedBusinessUnitId: businessUnitId, isDisabled: false };
+            return {
+                ...inputs,
+                systemUserId: active.systemuserid,
+                resolvedBusinessUnitId: businessUnitId,
+                isDisabled: false,
+                warnings: warnings.list,
+            };
         }
         if (round > 3) {
             throw new Error(
@@ -146,14 +165,13 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async diff(_id: string, olds: ApplicationUserOutputs, news: ApplicationUserInputs) {
-        const replaces = (["instanceUrl", "applicationId", "businessUnitId"] as const).filter(
-            (k) => (olds[k] ?? "").toLowerCase() !== (news[k] ?? "").toLowerCase(),
-        );
+        // A value preview does not know yet is a change, never a replacement: the `up` may find it unchanged.
+        const replaces = knownChanges(olds, news, REPLACING_KEYS, (a, b) => (a ?? "").toLowerCase() === (b ?? "").toLowerCase());
         // A user someone disabled is drift: the update enables it again.
         // Dataverse allows one user per app and instance: moving it to another business unit must delete first.
         const sameUser = olds.applicationId === news.applicationId && olds.instanceUrl === news.instanceUrl;
         return {
-            changes: replaces.length > 0 || olds.isDisabled || providerChanged(olds, news),
+            changes: replaces.length > 0 || anyUnknown(news, REPLACING_KEYS) || olds.isDisabled || providerChanged(olds, news),
             replaces,
             deleteBeforeReplace: replaces.length > 0 && sameUser,
         };
@@ -176,7 +194,20 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
         if (isSoftDeleted(row)) {
             return { id: "", props: {} };
         }
-        return { id, props: { ...props, isDisabled: row.isdisabled, resolvedBusinessUnitId: row._businessunitid_value } };
+        return {
+            id,
+            props: {
+                ...props,
+                isDisabled: row.isdisabled,
+                resolvedBusinessUnitId: row._businessunitid_value,
+                // Read states what is true now: a user disabled in Dataverse, which the next `pulumi up` enables.
+                warnings: row.isdisabled
+                    ? [
+                          `Application user ${id} is disabled in Dataverse; the next 'pulumi up' enables it again unless you remove it from the stack.`,
+                      ]
+                    : [],
+            },
+        };
     },
 
     async update(_id: string, _olds: ApplicationUserOutputs, news: ApplicationUserInputs) {
@@ -194,14 +225,44 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
         if (!isSoftDeleted(row) && (await ignoreNotFound(client.remove("systemusers", id).then(() => true))) === undefined) {
             return;
         }
-        try {
-            await ignoreNotFound(client.remove("systemusers", id));
-        } catch (err) {
-            // Records it owns (test leads, say) block the final delete; disabled and soft-deleted it can do nothing.
-            warn(`Application user ${id} is disabled and deleted, but Dataverse keeps its record: ${(err as Error).message}`);
-        }
+        await purgeOrKeep(client, id);
     },
 };
+
+/**
+ * The permanent delete. "Owns records" is retried a few times, since the user's own settings row can still be
+ * settling (contract: Application user); when it stays, the user is left disabled and soft-deleted (it can do
+ * nothing), and the warning names the records that keep it.
+ */
+async function purgeOrKeep(client: DataverseClient, id: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+        try {
+            await ignoreNotFound(client.remove("systemusers", id));
+            return;
+        } catch (err) {
+            if (!(err instanceof DataverseError && err.hasCode(ErrorCodes.userOwnsRecords))) throw err;
+            if (attempt >= PURGE_ATTEMPTS) break;
+            await sleep(client.backoffDelay(attempt));
+        }
+    }
+    // Leads are what the lead service writes; one cheap query names a few of them.
+    const leads = await client
+        .list<{ leadid: string; subject?: string | null }>("leads", {
+            $select: "leadid,subject",
+            $filter: `_ownerid_value eq ${odataGuid(id)}`,
+            $top: "5",
+        })
+        .catch(() => undefined);
+    const owned =
+        leads === undefined
+            ? "records (they could not be listed)"
+            : leads.length === 0
+              ? "records other than leads"
+              : `leads such as ${leads.map((l) => `${l.leadid}${l.subject ? ` ("${l.subject}")` : ""}`).join(", ")}`;
+    warn(
+        `Application user ${id} is disabled and deleted, but Dataverse keeps its record because it owns ${owned}. Reassign them to another user, then delete the user for good in the Power Platform admin center.`,
+    );
+}
 
 /** Arguments of {@link ApplicationUser}. */
 export interface ApplicationUserArgs {
@@ -218,6 +279,8 @@ export class ApplicationUser extends pulumi.dynamic.Resource {
     declare readonly systemUserId: pulumi.Output<string>;
     declare readonly resolvedBusinessUnitId: pulumi.Output<string>;
     declare readonly isDisabled: pulumi.Output<boolean>;
+    /** What the user must act on, such as a user someone had disabled; gathered into the stack's `warnings`. */
+    declare readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: ApplicationUserArgs, opts?: pulumi.CustomResourceOptions) {
         super(
@@ -227,6 +290,7 @@ export class ApplicationUser extends pulumi.dynamic.Resource {
                 systemUserId: undefined,
                 resolvedBusinessUnitId: undefined,
                 isDisabled: undefined,
+                warnings: undefined,
                 businessUnitId: "",
                 ...args,
                 providerVersion: PROVIDER_VERSION,

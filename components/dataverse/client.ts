@@ -40,9 +40,11 @@ export class DataverseError extends ServiceError {
         ambiguous = false,
     ) {
         super(message, status, code, method, path, requestId, ambiguous);
-        // Closure serialization turns `super(...)` into a plain call that may set no message.
+        // Closure serialization turns `super(...)` into a plain call that may set neither a message nor a stack; the
+        // provider host prints `${err}: ${err.stack}`, so a missing stack would read ": undefined".
         this.message = message;
         this.name = "DataverseError";
+        Error.captureStackTrace(this, DataverseError);
     }
 
     /**
@@ -61,6 +63,8 @@ export const ErrorCodes = {
     azureApplicationIdNotFound: "0x8004F510",
     userInWrongBusiness: "0x80041409",
     anotherImportRunning: "0x80071151",
+    /** "Can't delete a user which owns records"; also seen while the user's own settings row is still settling. */
+    userOwnsRecords: "0x80048610",
 } as const;
 
 /** How often running work (a solution import) is read while waiting for it. */
@@ -294,6 +298,14 @@ export class DataverseClient {
         };
     }
 
+    /**
+     * The wait before retry number `attempt` (1 = the first retry): exponential from the policy's base, with full
+     * jitter. Providers that retry a whole step themselves use it too, so one setting paces every retry.
+     */
+    backoffDelay(attempt: number): number {
+        return this.core.backoffDelay(attempt);
+    }
+
     async get<T>(path: string, query?: Record<string, string>): Promise<T> {
         return (await this.request<T>("GET", path, { query })).data;
     }
@@ -421,6 +433,27 @@ const sharedClients: Record<string, DataverseClient> = {};
  * one token and one concurrency cap.
  */
 export function sharedClient(instanceUrl: string): DataverseClient {
-    const key = [instanceUrl, process.env.DATAVERSE_ENDPOINT ?? "", process.env.DATAVERSE_TOKEN ?? ""].join("|");
-    return (sharedClients[key] ??= clientFromEnvironment(instanceUrl));
+    const tuning = clientTuningFromEnvironment();
+    const key = [instanceUrl, process.env.DATAVERSE_ENDPOINT ?? "", process.env.DATAVERSE_TOKEN ?? "", JSON.stringify(tuning)].join("|");
+    return (sharedClients[key] ??= clientFromEnvironment(instanceUrl, tuning));
+}
+
+/**
+ * Client tuning a user can set for a slow or flaky network (read at call time, never stored):
+ * `DATAVERSE_TIMEOUT_MS`, the per-request timeout (default 120000), and `DATAVERSE_RETRY_DELAY_MS`, the first
+ * backoff step of retries (default 500, doubling with jitter). Anything but a positive number is refused by name.
+ */
+export function clientTuningFromEnvironment(): Pick<DataverseClientOptions, "timeoutMs" | "retry"> {
+    const read = (name: string): number | undefined => {
+        const text = process.env[name]?.trim();
+        if (!text) return undefined;
+        const value = Number(text);
+        if (!Number.isFinite(value) || value <= 0) {
+            throw new Error(`${name} must be a positive number of milliseconds, not "${text}"`);
+        }
+        return value;
+    };
+    const timeoutMs = read("DATAVERSE_TIMEOUT_MS");
+    const baseDelayMs = read("DATAVERSE_RETRY_DELAY_MS");
+    return { ...(timeoutMs ? { timeoutMs } : {}), ...(baseDelayMs ? { retry: { baseDelayMs } } : {}) };
 }

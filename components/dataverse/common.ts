@@ -9,6 +9,24 @@ export function isUnknown(value: unknown): boolean {
     return value === UNKNOWN;
 }
 
+/**
+ * The keys whose new value is known and differs from the old one. A value preview does not know yet is never
+ * counted: the `up` that follows may well find it unchanged, and a preview must not promise a replacement.
+ */
+export function knownChanges<T extends object, K extends keyof T & string>(
+    olds: Partial<T>,
+    news: Partial<T>,
+    keys: readonly K[],
+    same: (a: T[K] | undefined, b: T[K] | undefined) => boolean = (a, b) => a === b,
+): K[] {
+    return keys.filter((k) => !isUnknown(news[k]) && !same(olds[k], news[k]));
+}
+
+/** Whether any of the keys holds a value preview does not know yet: that alone is a change (never a replacement). */
+export function anyUnknown<T extends object>(news: Partial<T>, keys: readonly (keyof T & string)[]): boolean {
+    return keys.some((k) => isUnknown(news[k]));
+}
+
 /** Inputs every Dataverse resource carries (see providerVersion.ts). */
 export interface Versioned {
     providerVersion: string;
@@ -70,7 +88,28 @@ export function progress(message: string): void {
     void pulumi.log.info(message);
 }
 
-/** Something left undone that the user should know about; shown as a warning. */
+/**
+ * Something left undone that the user should know about. The dynamic-provider host is not connected to the engine's
+ * log (pulumi/pulumi#6065), so this prints a plain line at best: whatever a user must act on also goes into the
+ * resource's `warnings` output (see {@link Warnings}).
+ */
 export function warn(message: string): void {
     void pulumi.log.warn(message);
+}
+
+/** The `warnings` output every Dataverse resource carries: what a user must act on, also visible in stack outputs. */
+export interface Warned {
+    warnings: string[];
+}
+
+/** Collects the warnings of one operation: each is logged at once and returned for the resource's outputs. */
+export function warningCollector(): { add(message: string): void; list: string[] } {
+    const list: string[] = [];
+    return {
+        list,
+        add(message: string) {
+            warn(message);
+            list.push(message);
+        },
+    };
 }

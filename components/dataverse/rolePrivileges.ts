@@ -1,7 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
-import { PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
+import { GUIDE_ROLE_PRIVILEGES, PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
 import { sharedClient, DataverseClient, odataGuid, odataString } from "./client";
 import {
+    anyUnknown,
     CheckFailure,
     depthRank,
     isNotFound,
@@ -10,7 +11,10 @@ import {
     mustNotBeEmpty,
     validateField,
     providerChanged,
+    knownChanges,
     Versioned,
+    Warned,
+    warningCollector,
 } from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { findRole, rootBusinessUnitId } from "./roles";
@@ -27,7 +31,7 @@ export interface RolePrivilegesInputs extends Versioned {
 /** Depth of each managed privilege on the role; null when the role lacks it. */
 export type DepthsByName = Record<string, PrivilegeDepth | null>;
 
-export interface RolePrivilegesOutputs extends RolePrivilegesInputs {
+export interface RolePrivilegesOutputs extends RolePrivilegesInputs, Warned {
     roleId: string;
     /** What each privilege was before this stack first touched it: delete restores these. */
     previousDepths: DepthsByName;
@@ -52,6 +56,30 @@ interface RolePrivilege {
 }
 
 const rank = (depth: PrivilegeDepth | null | undefined) => (depth ? depthRank(depth) : -1);
+
+const REPLACING_KEYS = ["instanceUrl", "roleName"] as const;
+
+/**
+ * Least privilege, as the user must know it: grants beyond the guide's (an override such as
+ * `allowElevatedPrivileges`), and deeper grants someone else made, which this stack leaves alone.
+ */
+function privilegeWarnings(inputs: RolePrivilegesInputs, current: DepthsByName): string[] {
+    const warnings: string[] = [];
+    for (const grant of inputs.privileges) {
+        const guide = GUIDE_ROLE_PRIVILEGES.find((g) => g.name.toLowerCase() === grant.name.toLowerCase());
+        if (!guide) {
+            warnings.push(`Role "${inputs.roleName}" is granted ${grant.name} at ${grant.depth}, which the guide does not ask for.`);
+        } else if (rank(grant.depth) > rank(guide.depth)) {
+            warnings.push(`Role "${inputs.roleName}" is granted ${grant.name} at ${grant.depth}, deeper than the guide's ${guide.depth}.`);
+        }
+        if (rank(current[grant.name]) > rank(grant.depth)) {
+            warnings.push(
+                `Role "${inputs.roleName}" already holds ${grant.name} at ${current[grant.name]}, deeper than the ${grant.depth} asked for; this stack leaves grants it did not make alone.`,
+            );
+        }
+    }
+    return warnings;
+}
 
 /** Privilege rows by name, refusing names that do not exist and depths they cannot take before any write. */
 async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[]): Promise<Map<string, PrivilegeRow>> {
@@ -202,7 +230,9 @@ async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs)
             `Dataverse did not apply ${short.map((g) => `${g.name} at ${g.depth} (now ${after[g.name] ?? "none"})`).join(", ")} to role "${inputs.roleName}".`,
         );
     }
-    return { ...inputs, roleId: role.roleid, previousDepths, currentDepths: after };
+    const warnings = warningCollector();
+    privilegeWarnings(inputs, after).forEach(warnings.add);
+    return { ...inputs, roleId: role.roleid, previousDepths, currentDepths: after, warnings: warnings.list };
 }
 
 export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
@@ -223,11 +253,14 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async diff(_id: string, olds: RolePrivilegesOutputs, news: RolePrivilegesInputs) {
-        const replaces = (["instanceUrl", "roleName"] as const).filter((k) => olds[k] !== news[k]);
+        const replaces = knownChanges(olds, news, REPLACING_KEYS);
         const drifted = Array.isArray(news.privileges) && news.privileges.some((g) => rank(olds.currentDepths?.[g.name]) < rank(g.depth));
         const changed =
             JSON.stringify(olds.privileges) !== JSON.stringify(news.privileges) || olds.solutionVersion !== news.solutionVersion;
-        return { changes: replaces.length > 0 || drifted || changed || providerChanged(olds, news), replaces };
+        return {
+            changes: replaces.length > 0 || anyUnknown(news, REPLACING_KEYS) || drifted || changed || providerChanged(olds, news),
+            replaces,
+        };
     },
 
     async create(inputs: RolePrivilegesInputs) {
@@ -244,7 +277,7 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
                 privileges,
                 await readDepths(client, props.roleId),
             );
-            return { id, props: { ...props, currentDepths } };
+            return { id, props: { ...props, currentDepths, warnings: privilegeWarnings(props, currentDepths) } };
         } catch (err) {
             // The role went with its solution: nothing of ours is left.
             if (isNotFound(err)) return { id: "", props: {} };
@@ -294,12 +327,21 @@ export class RolePrivileges extends pulumi.dynamic.Resource {
     declare readonly roleId: pulumi.Output<string>;
     declare readonly previousDepths: pulumi.Output<DepthsByName>;
     declare readonly currentDepths: pulumi.Output<DepthsByName>;
+    /** What the user must act on, such as grants beyond the guide's; gathered into the stack's `warnings`. */
+    declare readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: RolePrivilegesArgs, opts?: pulumi.CustomResourceOptions) {
         super(
             rolePrivilegesProvider,
             name,
-            { roleId: undefined, previousDepths: undefined, currentDepths: undefined, ...args, providerVersion: PROVIDER_VERSION },
+            {
+                roleId: undefined,
+                previousDepths: undefined,
+                currentDepths: undefined,
+                warnings: undefined,
+                ...args,
+                providerVersion: PROVIDER_VERSION,
+            },
             opts,
             "dataverse",
             "RolePrivileges",

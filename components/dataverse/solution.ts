@@ -1,7 +1,19 @@
 import * as pulumi from "@pulumi/pulumi";
 import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, odataString, sleep } from "./client";
 import { redactUrl } from "../redact";
-import { CheckFailure, ignoreNotFound, isUnknown, mustBeInstanceUrl, progress, validateField, providerChanged, Versioned } from "./common";
+import {
+    CheckFailure,
+    ignoreNotFound,
+    isUnknown,
+    knownChanges,
+    mustBeInstanceUrl,
+    progress,
+    validateField,
+    providerChanged,
+    Versioned,
+    Warned,
+    warningCollector,
+} from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 import { compareVersions, loadSolutionPackage, SolutionPackage } from "./solutionPackage";
 
@@ -25,7 +37,7 @@ export interface SolutionInputs extends Versioned {
 }
 
 /** Outputs: the inputs plus what Dataverse reports. */
-export interface SolutionOutputs extends SolutionInputs {
+export interface SolutionOutputs extends SolutionInputs, Warned {
     solutionId: string;
     installedVersion: string;
     /** The same version was installed before this stack: destroy leaves it in place. */
@@ -49,6 +61,45 @@ interface AsyncOperation {
 // asyncoperation: statecode 3 = Completed; statuscode 30 Succeeded, 31 Failed, 32 Canceled.
 const COMPLETED = 3;
 const SUCCEEDED = 30;
+// asyncoperation operationtype 54 "Execute Async Request": how ImportSolutionAsync queues its work.
+const EXECUTE_ASYNC_REQUEST = 54;
+/** Starts of one import after answers that were lost before the service received the request. */
+const IMPORT_STARTS = 3;
+/** How far the service's clock may be from ours when its timestamps are compared with our request times. */
+const CLOCK_MARGIN_MS = 5 * 60_000;
+
+/** An `importjobs` row: one per solution import, named by the solution's unique name. */
+interface ImportJob {
+    importjobid: string;
+    solutionname: string;
+    createdon: string;
+    completedon?: string | null;
+    progress?: number | null;
+    _createdby_value?: string | null;
+}
+
+const IMPORT_JOB_COLUMNS = "importjobid,solutionname,createdon,completedon,progress,_createdby_value";
+
+async function importJobs(client: DataverseClient, uniqueName: string): Promise<ImportJob[]> {
+    return client.list<ImportJob>("importjobs", { $select: IMPORT_JOB_COLUMNS, $filter: `solutionname eq ${odataString(uniqueName)}` });
+}
+
+/** The caller's `systemuserid`: import jobs record who started them. */
+async function whoAmI(client: DataverseClient): Promise<string> {
+    return (await client.get<{ UserId: string }>("WhoAmI")).UserId.toLowerCase();
+}
+
+/**
+ * Whether a solution found installed is this stack's own after all: the create that imported it may have died
+ * before the engine saved its state (a crash right after the import started). Rule: an import job for this
+ * solution, started by the same identity no longer ago than the import window (`importTimeoutMinutes`), and
+ * completed. Anything older or by someone else was there before the stack, and destroy leaves it in place.
+ */
+async function importedByThisIdentity(client: DataverseClient, uniqueName: string, windowMinutes: number): Promise<ImportJob | undefined> {
+    const [me, jobs] = await Promise.all([whoAmI(client), importJobs(client, uniqueName)]);
+    const since = Date.now() - windowMinutes * 60_000;
+    return jobs.find((j) => (j._createdby_value ?? "").toLowerCase() === me && Date.parse(j.createdon) >= since && !!j.completedon);
+}
 
 async function findSolution(client: DataverseClient, uniqueName: string): Promise<SolutionRow | undefined> {
     const rows = await client.list<SolutionRow>("solutions", {
@@ -58,15 +109,13 @@ async function findSolution(client: DataverseClient, uniqueName: string): Promis
     return rows[0];
 }
 
+type ImportStart = { AsyncOperationId: string; ImportJobKey: string };
+
 /** Starts `ImportSolutionAsync`, waiting while another import holds the instance. Undefined: the answer was lost. */
-async function startImport(
-    client: DataverseClient,
-    pkg: SolutionPackage,
-    deadline: number,
-): Promise<{ AsyncOperationId: string; ImportJobKey: string } | undefined> {
+async function startImport(client: DataverseClient, pkg: SolutionPackage, deadline: number): Promise<ImportStart | undefined> {
     for (;;) {
         try {
-            return await client.action<{ AsyncOperationId: string; ImportJobKey: string }>(
+            return await client.action<ImportStart>(
                 "ImportSolutionAsync",
                 {
                     OverwriteUnmanagedCustomizations: false,
@@ -77,8 +126,7 @@ async function startImport(
             );
         } catch (err) {
             if (err instanceof DataverseError && err.ambiguous) {
-                // Never start an import twice: whether it started shows in the solutions table.
-                progress(`The answer to ImportSolutionAsync for ${pkg.uniqueName} was lost; watching the solutions table instead.`);
+                progress(`The answer to ImportSolutionAsync for ${pkg.uniqueName} was lost; looking the import job up.`);
                 return undefined;
             }
             if (err instanceof DataverseError && err.hasCode(ErrorCodes.anotherImportRunning) && Date.now() + 30_000 < deadline) {
@@ -91,52 +139,143 @@ async function startImport(
     }
 }
 
+/** Waits for an async operation to complete. */
+async function waitForOperation(client: DataverseClient, operationId: string, deadline: number): Promise<AsyncOperation | undefined> {
+    return client.pollUntil(deadline, async () => {
+        const op = await client.get<AsyncOperation>(`asyncoperations(${odataGuid(operationId)})`, {
+            $select: "statecode,statuscode,message,friendlymessage,completedon",
+        });
+        return op.statecode === COMPLETED ? op : undefined;
+    });
+}
+
+/**
+ * After a lost answer to ImportSolutionAsync: the import job this request started, if the service received it.
+ * A job that is new since the request (its id was not listed before) is ours and is followed to its end. Without
+ * one, the caller's ExecuteAsync operations still queued or running may yet create it: wait for them, then look
+ * again. With neither, no job exists and the import can safely start again (contract: Solution import).
+ */
+async function findLostImport(
+    client: DataverseClient,
+    pkg: SolutionPackage,
+    before: string[],
+    requestedAt: number,
+    deadline: number,
+): Promise<ImportJob | undefined> {
+    for (;;) {
+        const fresh = (await importJobs(client, pkg.uniqueName)).filter((j) => !before.includes(j.importjobid.toLowerCase()));
+        if (fresh.length > 0) {
+            return fresh.sort((a, b) => Date.parse(b.createdon) - Date.parse(a.createdon))[0];
+        }
+        const me = await whoAmI(client);
+        // Only work queued since the request can be its job; the margin allows for the service's clock.
+        const queued = (
+            await client.list<{ asyncoperationid: string; createdon: string }>("asyncoperations", {
+                $select: "asyncoperationid,name,statecode,createdon",
+                $filter: `operationtype eq ${EXECUTE_ASYNC_REQUEST} and statecode ne ${COMPLETED} and _createdby_value eq ${odataGuid(me)}`,
+            })
+        ).filter((op) => Date.parse(op.createdon) >= requestedAt - CLOCK_MARGIN_MS);
+        if (queued.length === 0) return undefined;
+        progress(`Waiting for ${queued.length} queued system job(s) that may be the lost import of ${pkg.uniqueName}.`);
+        for (const op of queued) {
+            if (!(await waitForOperation(client, op.asyncoperationid, deadline))) return undefined;
+        }
+    }
+}
+
+/** Follows an import job found by lookup to its end; throws with the service's messages when it failed. */
+async function followImportJob(client: DataverseClient, pkg: SolutionPackage, job: ImportJob, deadline: number): Promise<void> {
+    progress(`Found import job ${job.importjobid} for ${pkg.uniqueName}; waiting for it.`);
+    const done = await client.pollUntil(deadline, async () => {
+        const row = await client.get<ImportJob>(`importjobs(${odataGuid(job.importjobid)})`, { $select: IMPORT_JOB_COLUMNS });
+        return row.completedon ? row : undefined;
+    });
+    if (!done) {
+        throw new Error(
+            `The import of ${pkg.uniqueName} ${pkg.version} (import job ${job.importjobid}) did not finish in time. It may still complete: run 'pulumi up' again to pick it up.`,
+        );
+    }
+    await throwIfImportFailed(client, pkg, job.importjobid, []);
+}
+
+async function throwIfImportFailed(
+    client: DataverseClient,
+    pkg: SolutionPackage,
+    importJobId: string,
+    details: (string | null | undefined)[],
+) {
+    const result = await client
+        .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
+            ImportJobId: odataGuid(importJobId),
+        })
+        .catch(() => undefined);
+    const status = result?.SolutionOperationResult?.Status;
+    if (details.length === 0 && (status === undefined || status === "Passed")) return;
+    const messages = [...details, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter((m): m is string => !!m);
+    throw new Error(
+        `The import of ${pkg.uniqueName} ${pkg.version} failed (${status ?? "status unknown"}): ${[...new Set(messages)].join(" ") || "no message"}`,
+    );
+}
+
 /** Imports the package and waits for the job; returns the installed row. */
 async function importSolution(client: DataverseClient, pkg: SolutionPackage, timeoutMinutes: number): Promise<SolutionRow> {
     const deadline = Date.now() + timeoutMinutes * 60_000;
     progress(`Importing ${pkg.uniqueName} ${pkg.version} into ${client.instanceUrl}.`);
-    const job = await startImport(client, pkg, deadline);
-    if (job) {
-        const operationId = odataGuid(job.AsyncOperationId);
-        const finished = await client.pollUntil(deadline, async () => {
-            const op = await client.get<AsyncOperation>(`asyncoperations(${operationId})`, {
-                $select: "statecode,statuscode,message,friendlymessage,completedon",
-            });
-            return op.statecode === COMPLETED ? op : undefined;
-        });
-        if (!finished) {
+    // Which import jobs existed before: a lost answer is settled by the job that is new since.
+    const jobsBefore = await importJobs(client, pkg.uniqueName);
+    const before = jobsBefore.map((j) => j.importjobid.toLowerCase());
+    // This identity's import of this solution still running (a crashed run's, within the window) is followed, not
+    // started twice; an older unfinished row is not taken for running work.
+    const me = jobsBefore.some((j) => !j.completedon) ? await whoAmI(client) : undefined;
+    const running = jobsBefore.find(
+        (j) =>
+            !j.completedon &&
+            (j._createdby_value ?? "").toLowerCase() === me &&
+            Date.parse(j.createdon) >= Date.now() - timeoutMinutes * 60_000 - CLOCK_MARGIN_MS,
+    );
+    for (let starts = 1; !running; starts++) {
+        const requestedAt = Date.now();
+        const job = await startImport(client, pkg, deadline);
+        if (job) {
+            const finished = await waitForOperation(client, job.AsyncOperationId, deadline);
+            if (!finished) {
+                throw new Error(
+                    `The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${job.AsyncOperationId}). It may still complete: run 'pulumi up' again to pick it up.`,
+                );
+            }
+            if (finished.statuscode !== SUCCEEDED) {
+                await throwIfImportFailed(client, pkg, job.ImportJobKey, [
+                    `status ${finished.statuscode}`,
+                    finished.friendlymessage,
+                    finished.message,
+                ]);
+            }
+            break;
+        }
+        const lost = await findLostImport(client, pkg, before, requestedAt, deadline);
+        if (lost) {
+            await followImportJob(client, pkg, lost, deadline);
+            break;
+        }
+        if (starts >= IMPORT_STARTS) {
             throw new Error(
-                `The import of ${pkg.uniqueName} ${pkg.version} did not finish within ${timeoutMinutes} minutes (async operation ${operationId}). It may still complete: run 'pulumi up' again to pick it up.`,
+                `ImportSolutionAsync for ${pkg.uniqueName} ${pkg.version} lost its answer ${starts} times and no import job was started; check the connection to ${client.instanceUrl} and run 'pulumi up' again.`,
             );
         }
-        if (finished.statuscode !== SUCCEEDED) {
-            const result = await client
-                .callFunction<{ SolutionOperationResult?: { Status?: string; ErrorMessages?: string[] } }>("RetrieveSolutionImportResult", {
-                    ImportJobId: odataGuid(job.ImportJobKey),
-                })
-                .catch(() => undefined);
-            const details = [finished.friendlymessage, finished.message, ...(result?.SolutionOperationResult?.ErrorMessages ?? [])].filter(
-                (m): m is string => !!m,
-            );
-            throw new Error(
-                `The import of ${pkg.uniqueName} ${pkg.version} failed (status ${finished.statuscode}): ${[...new Set(details)].join(" ") || "no message"}`,
-            );
-        }
+        progress(`No import job of ${pkg.uniqueName} exists: the request never reached the service. Starting the import again.`);
     }
-    const installedRow = async (): Promise<SolutionRow | undefined> => {
-        const row = await findSolution(client, pkg.uniqueName);
-        return row && compareVersions(row.version, pkg.version) === 0 ? row : undefined;
-    };
-    // A job that succeeded has installed the solution: one read. Without the job's answer, the table is all there is.
-    const installed = job ? await installedRow() : await client.pollUntil(deadline, installedRow);
-    if (!installed) {
+    if (running) {
+        await followImportJob(client, pkg, running, deadline);
+    }
+    const installed = await findSolution(client, pkg.uniqueName);
+    if (!installed || compareVersions(installed.version, pkg.version) !== 0) {
         throw new Error(`${pkg.uniqueName} ${pkg.version} is not installed on ${client.instanceUrl} after its import.`);
     }
     return installed;
 }
 
 /** Brings the instance to the package's version: adopts the same version, upgrades a lower one, refuses a higher one. */
-async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionRow; imported: boolean }> {
+async function ensureInstalled(inputs: SolutionInputs, decideOwnership: boolean): Promise<{ row: SolutionRow; imported: boolean }> {
     const client = sharedClient(inputs.instanceUrl);
     const pkg = await loadSolutionPackage(inputs.source);
     const source = redactUrl(inputs.source);
@@ -161,7 +300,14 @@ async function ensureInstalled(inputs: SolutionInputs): Promise<{ row: SolutionR
             );
         }
         if (order === 0) {
-            return { row: existing, imported: false };
+            // An update keeps the ownership it recorded; only a create without state has to work it out.
+            const job = decideOwnership ? await importedByThisIdentity(client, pkg.uniqueName, inputs.importTimeoutMinutes) : undefined;
+            if (job) {
+                progress(
+                    `${pkg.uniqueName} ${existing.version} was imported by this identity at ${job.createdon} (import job ${job.importjobid}), within the import window: it is this stack's own, and destroy uninstalls it.`,
+                );
+            }
+            return { row: existing, imported: job !== undefined };
         }
     }
     return { row: await importSolution(client, pkg, inputs.importTimeoutMinutes), imported: true };
@@ -186,8 +332,22 @@ function refuseSwappedPackage(olds: Partial<SolutionOutputs>, news: SolutionInpu
     }
 }
 
+/** The solution's lasting warnings: an adopted solution stays adopted, so its warning stays too. */
+function solutionWarnings(
+    props: Pick<SolutionOutputs, "uniqueName" | "instanceUrl" | "adopted" | "retainOnDelete">,
+    version: string,
+): string[] {
+    return props.adopted && !props.retainOnDelete
+        ? [
+              `${props.uniqueName} ${version} was installed on ${props.instanceUrl} before this stack: it was adopted, not imported, and destroy leaves it installed (with its Lead Writer role).`,
+          ]
+        : [];
+}
+
 function outputs(inputs: SolutionInputs, row: SolutionRow, adopted: boolean): SolutionOutputs {
-    return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted };
+    const warnings = warningCollector();
+    solutionWarnings({ ...inputs, adopted }, row.version).forEach(warnings.add);
+    return { ...inputs, solutionId: row.solutionid, installedVersion: row.version, adopted, warnings: warnings.list };
 }
 
 /** Imports and tracks the managed Marketplace Lead Writer solution. */
@@ -233,7 +393,9 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
     },
 
     async diff(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
-        const replaces = (["instanceUrl", "uniqueName"] as const).filter((k) => olds[k] !== news[k]);
+        // The unique name is missing when check could not read a package preview does not know yet: not a replacement.
+        const replaces = knownChanges(olds, news, ["instanceUrl", "uniqueName"]).filter((k) => news[k] !== undefined);
+        const unknown = isUnknown(news.instanceUrl) || isUnknown(news.uniqueName);
         if (replaces.length === 0 && !isUnknown(news.version) && compareVersions(news.version, olds.installedVersion) < 0) {
             throw new Error(
                 `${news.uniqueName} ${olds.installedVersion} is installed; the package at ${redactUrl(news.source)} is the older ${news.version}. Dataverse cannot downgrade a solution.`,
@@ -247,11 +409,11 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
             ) ||
             olds.installedVersion !== news.version ||
             providerChanged(olds, news);
-        return { changes: replaces.length > 0 || changed, replaces };
+        return { changes: replaces.length > 0 || unknown || changed, replaces };
     },
 
     async create(inputs: SolutionInputs) {
-        const { row, imported } = await ensureInstalled(inputs);
+        const { row, imported } = await ensureInstalled(inputs, true);
         return { id: row.solutionid, outs: outputs(inputs, row, !imported) };
     },
 
@@ -260,12 +422,15 @@ export const solutionProvider: pulumi.dynamic.ResourceProvider = {
         if (!row) {
             return { id: "", props: {} };
         }
-        return { id: row.solutionid, props: { ...props, solutionId: row.solutionid, installedVersion: row.version } };
+        return {
+            id: row.solutionid,
+            props: { ...props, solutionId: row.solutionid, installedVersion: row.version, warnings: solutionWarnings(props, row.version) },
+        };
     },
 
     async update(_id: string, olds: SolutionOutputs, news: SolutionInputs) {
         refuseSwappedPackage(olds, news);
-        const { row } = await ensureInstalled(news);
+        const { row } = await ensureInstalled(news, false);
         return { outs: outputs(news, row, olds.adopted) };
     },
 
@@ -303,6 +468,8 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
     /** The version Dataverse reports; downstream resources re-apply their changes when it moves. */
     declare readonly installedVersion: pulumi.Output<string>;
     declare readonly adopted: pulumi.Output<boolean>;
+    /** What the user must act on, such as a solution adopted rather than imported; gathered into the stack's `warnings`. */
+    declare readonly warnings: pulumi.Output<string[]>;
 
     constructor(name: string, args: LeadWriterSolutionArgs, opts?: pulumi.CustomResourceOptions) {
         super(
@@ -316,6 +483,7 @@ export class LeadWriterSolution extends pulumi.dynamic.Resource {
                 solutionId: undefined,
                 installedVersion: undefined,
                 adopted: undefined,
+                warnings: undefined,
                 ...args,
                 providerVersion: PROVIDER_VERSION,
             },

@@ -248,6 +248,14 @@ export class RequestCore {
         });
     }
 
+    /**
+     * The wait before retry number `attempt` (1 = the first retry): exponential from the policy's base, with full
+     * jitter. Providers that retry a whole step themselves use it too, so one setting paces every retry.
+     */
+    backoffDelay(attempt: number): number {
+        return Math.random() * Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1));
+    }
+
     private failure(init: ServiceErrorInit): ServiceError {
         return this.profile.errorOf(init);
     }
@@ -349,8 +357,7 @@ export class RequestCore {
                     throw failure;
                 }
             }
-            const backoff = Math.random() * Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1));
-            const delayMs = Math.min(this.retry.maxDelayMs, retryAfterMs ?? backoff);
+            const delayMs = Math.min(this.retry.maxDelayMs, retryAfterMs ?? this.backoffDelay(attempt));
             if (attempt >= this.retry.maxAttempts || Date.now() - started + delayMs > this.retry.maxElapsedMs) {
                 throw failure;
             }

@@ -105,6 +105,8 @@ export const asyncOperationShape: EntityShape = {
         friendlymessage: "Edm.String",
         createdon: "Edm.DateTimeOffset",
         completedon: "Edm.DateTimeOffset",
+        operationtype: "Edm.Int32",
+        _createdby_value: "Edm.Guid",
     },
 };
 
@@ -115,6 +117,8 @@ export const importJobShape: EntityShape = {
         importjobid: "Edm.Guid",
         solutionname: "Edm.String",
         progress: "Edm.Decimal",
+        createdon: "Edm.DateTimeOffset",
+        _createdby_value: "Edm.Guid",
         startedon: "Edm.DateTimeOffset",
         completedon: "Edm.DateTimeOffset",
     },
@@ -208,6 +212,8 @@ export function asyncOperationJson(row: AsyncOperationRow): JsonRecord {
         friendlymessage: row.friendlymessage,
         createdon: row.createdon,
         completedon: row.completedon,
+        operationtype: row.operationtype,
+        _createdby_value: row.createdby,
     };
 }
 
@@ -216,6 +222,8 @@ export function importJobJson(row: ImportJobRow): JsonRecord {
         importjobid: row.importjobid,
         solutionname: row.solutionname,
         progress: row.progress,
+        createdon: row.createdon,
+        _createdby_value: row.createdby,
         startedon: row.startedon,
         completedon: row.completedon,
     };

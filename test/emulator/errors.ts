@@ -38,6 +38,8 @@ export const PAYLOAD_ERROR = "0x80048d19";
 // UNCONFIRMED: the validation code for a string longer than the column allows.
 export const STRING_TOO_LONG = "0x80044331";
 // contract: Service protection — the 6000-requests limit.
+// contract: Application user — "Can't delete a user which owns records" (MS doc order; Terraform provider issue #1249).
+export const USER_OWNS_RECORDS = "0x80048610";
 export const REQUEST_LIMIT_EXCEEDED = "0x80072322";
 
 export function notFound(logicalName: string, id: string): ODataError {

@@ -12,7 +12,12 @@ export type Fault =
     | { kind: "hold"; until: Promise<unknown> }
     | { kind: "reset" }
     /** Carry the request out, then drop the connection without answering (a lost answer). */
-    | { kind: "resetAfter" };
+    | { kind: "resetAfter" }
+    /**
+     * Never answer and never act: hold the request until the caller gives up (its timeout) or `ms` pass (default
+     * 10 s), then drop the connection, as a stalled server or gateway does.
+     */
+    | { kind: "timeout"; ms?: number };
 
 export interface RequestLogEntry {
     method: string;

@@ -150,6 +150,17 @@ class DataverseEmulator implements Emulator, Service {
             req.socket.destroy();
             return;
         }
+        if (fault?.kind === "timeout") {
+            await new Promise<void>((resolve) => {
+                const timer = setTimeout(resolve, fault.ms ?? 10_000);
+                req.socket.once("close", () => {
+                    clearTimeout(timer);
+                    resolve();
+                });
+            });
+            req.socket.destroy();
+            return;
+        }
         if (fault?.kind === "delay") await sleep(fault.ms);
         if (fault?.kind === "hold") await fault.until.catch(() => undefined);
         // The service keeps working between requests: each request moves every running operation one step on.

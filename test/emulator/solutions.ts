@@ -95,6 +95,8 @@ export function importSolutionAsync(svc: Service, caller: Caller, body: unknown)
         asyncoperationid: randomUUID(),
         solutionname: file.uniqueName,
         progress: 0,
+        createdon: nowIso(),
+        createdby: caller.user.systemuserid,
         startedon: nowIso(),
         completedon: null,
         result: null,
@@ -102,7 +104,7 @@ export function importSolutionAsync(svc: Service, caller: Caller, body: unknown)
     };
     svc.state.importJobs.push(importJob);
     svc.state.asyncOperations.push(
-        newOperation(svc, importJob.asyncoperationid, "ImportSolutionAsync", {
+        newOperation(svc, importJob.asyncoperationid, "ImportSolutionAsync", caller, {
             kind: "import",
             importjobid: importJob.importjobid,
             uniquename: file.uniqueName,
@@ -154,7 +156,7 @@ export function uninstallSolutionAsync(svc: Service, caller: Caller, body: unkno
     }
     const id = randomUUID();
     svc.state.asyncOperations.push(
-        newOperation(svc, id, "UninstallSolutionAsync", { kind: "uninstall", uniquename: body.SolutionUniqueName }),
+        newOperation(svc, id, "UninstallSolutionAsync", caller, { kind: "uninstall", uniquename: body.SolutionUniqueName }),
     );
     return {
         status: 200,
@@ -162,7 +164,7 @@ export function uninstallSolutionAsync(svc: Service, caller: Caller, body: unkno
     };
 }
 
-export function newOperation(svc: Service, id: string, name: string, pending: PendingWork): AsyncOperationRow {
+export function newOperation(svc: Service, id: string, name: string, caller: Caller, pending: PendingWork): AsyncOperationRow {
     return {
         asyncoperationid: id,
         name,
@@ -172,6 +174,10 @@ export function newOperation(svc: Service, id: string, name: string, pending: Pe
         friendlymessage: null,
         createdon: nowIso(),
         completedon: null,
+        // ImportSolutionAsync queues its work as an ExecuteAsync request (operationtype 54, "Execute Async Request",
+        // in the asyncoperation_operationtype option set); what UninstallSolutionAsync queues is UNCONFIRMED.
+        operationtype: pending.kind === "import" ? 54 : null,
+        createdby: caller.user.systemuserid,
         pollsRemaining: svc.importPolls,
         pending,
     };

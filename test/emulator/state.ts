@@ -93,6 +93,10 @@ export interface AsyncOperationRow {
     friendlymessage: string | null;
     createdon: string;
     completedon: string | null;
+    /** 54 "Execute Async Request" for work queued by ImportSolutionAsync; null for other work. */
+    operationtype: number | null;
+    /** systemuserid of the caller that queued it. */
+    createdby: string | null;
     /** GETs still to answer "in progress" before the work is applied. */
     pollsRemaining: number;
     pending: PendingWork | null;
@@ -103,6 +107,9 @@ export interface ImportJobRow {
     asyncoperationid: string;
     solutionname: string;
     progress: number;
+    createdon: string;
+    /** systemuserid of the caller that started the import. */
+    createdby: string;
     startedon: string;
     completedon: string | null;
     result: "Passed" | "Failed" | null;

@@ -11,6 +11,7 @@ import {
     INVALID_BUSINESS_UNIT,
     OBJECT_DOES_NOT_EXIST,
     PAYLOAD_ERROR,
+    USER_OWNS_RECORDS,
     invalidProperty,
     notFound,
 } from "./errors";
@@ -143,14 +144,11 @@ export function deleteSystemUser(svc: Service, caller: Caller, id: string): Repl
         user.deletedstate = 1;
         return { status: 204 };
     }
-    // contract: Application user — records it owns must be reassigned before the permanent delete. Code UNCONFIRMED.
+    // contract: Application user — records it owns must be reassigned before the permanent delete (0x80048610; the
+    // status, 400, is UNCONFIRMED).
     const owned = svc.state.leads.filter((l) => l.ownerid === id).length;
     if (owned > 0) {
-        throw new ODataError(
-            400,
-            INVALID_ARGUMENT,
-            `The user ${id} owns ${owned} record(s). Reassign the records it owns to another user before deleting it permanently.`,
-        );
+        throw new ODataError(400, USER_OWNS_RECORDS, `Can't delete a user which owns records. The user ${id} owns ${owned} record(s).`);
     }
     svc.state.systemUsers = svc.state.systemUsers.filter((u) => u.systemuserid !== id);
     svc.state.userRoles = svc.state.userRoles.filter((l) => l.systemuserid !== id);

@@ -14,7 +14,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks } from "./pulumiMocks";
+import { installMocks, UNKNOWN_OUTPUT } from "./pulumiMocks";
 
 export interface Registration {
     urn: string;
@@ -94,13 +94,17 @@ async function main(): Promise<void> {
         for (const [name, value] of Object.entries(program)) {
             if (!pulumi.Output.isInstance(value)) continue;
             const output = value as pulumi.Output<unknown>;
+            // In a preview an output the engine does not know yet never calls `apply`: report it as unknown.
+            const known = await (output as unknown as { isKnown: Promise<boolean> }).isKnown;
             report.outputs[name] = {
-                value: await new Promise((resolve) =>
-                    output.apply((v) => {
-                        resolve(v);
-                        return v;
-                    }),
-                ),
+                value: known
+                    ? await new Promise((resolve) =>
+                          output.apply((v) => {
+                              resolve(v);
+                              return v;
+                          }),
+                      )
+                    : UNKNOWN_OUTPUT,
                 secret: await pulumi.isSecret(output),
             };
         }
