@@ -18,8 +18,10 @@ export interface RequestLogEntry {
     path: string;
     body: unknown;
     status: number;
-    /** ms epoch */
+    /** ms epoch, when the request arrived */
     time: number;
+    /** ms epoch, when its answer left (unset for a dropped connection) */
+    answered?: number;
     /** systemuserid */
     principal?: string;
 }

@@ -18,6 +18,8 @@ export interface Service {
     readonly tokens: Record<string, { applicationId: string } | "admin"> | undefined;
     /** How many requests running work stays in progress for. */
     readonly importPolls: number;
+    /** When set, running work finishes this long after it starts instead (see EmulatorOptions). */
+    readonly importDurationMs: number | undefined;
 }
 
 export interface Reply {
