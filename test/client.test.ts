@@ -3,20 +3,26 @@
  * emulator. Where the emulator cannot show what the server saw (request headers, requests in flight, a
  * response header it never sends), a capture proxy or a stub server on 127.0.0.1 stands in front of it.
  */
+import fs from "node:fs";
 import http from "node:http";
+import os from "node:os";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import { inspect } from "node:util";
 import type { AccessToken, TokenCredential } from "@azure/identity";
 import {
     DataverseClient,
+    DEFAULT_POLLING_POLICY,
     DataverseError,
     ErrorCodes,
     clientFromEnvironment,
     downloadFile,
     entityIdFromHeader,
     odataGuid,
+    nextPollDelay,
     odataString,
     parseRetryAfter,
+    poll,
     staticTokenCredential,
     type DataverseClientOptions,
 } from "../components/dataverse/client";
@@ -29,7 +35,10 @@ import {
     startEmulator,
     type Emulator,
     type EmulatorOptions,
+    LEAD_WRITER_SOLUTION_UNIQUE_NAME,
 } from "./emulator/server";
+import { solutionProvider } from "../components/dataverse/solution";
+import { buildSolutionZip } from "./support/solutionZip";
 
 const INSTANCE_URL = "https://contoso.crm.dynamics.com";
 const SCOPE = `${INSTANCE_URL}/.default`;
@@ -769,6 +778,87 @@ describe("timeouts", () => {
         await new Promise((resolve) => setTimeout(resolve, 400));
         expect(apiRequests("POST")).toHaveLength(1);
         expect(emu.state.leads).toHaveLength(1);
+    });
+});
+
+describe("polling pace", () => {
+    test("work of any length is noticed within max(250 ms, 20 % of its duration), at most one read per 5 s later on", () => {
+        for (const durationMs of [1, 100, 249, 250, 900, 1_250, 3_000, 10_000, 60_000, 30 * 60_000]) {
+            // Reads happen at 0, then after each wait the schedule gives; the work is noticed at the first read after it ends.
+            let readAt = 0;
+            let reads = 1;
+            while (readAt < durationMs) {
+                readAt += nextPollDelay(DEFAULT_POLLING_POLICY, readAt);
+                reads++;
+            }
+            expect(readAt - durationMs).toBeLessThanOrEqual(Math.max(250, durationMs / 5));
+            expect(nextPollDelay(DEFAULT_POLLING_POLICY, durationMs)).toBeLessThanOrEqual(5_000);
+            if (durationMs >= 60_000) expect(reads).toBeLessThan(durationMs / 4_000 + 30);
+        }
+    });
+
+    test("the pace comes from the client's options", () => {
+        const client = newClient({ polling: { initialIntervalMs: 5, maxIntervalMs: 20 } });
+        expect(client.polling).toEqual({ initialIntervalMs: 5, maxIntervalMs: 20 });
+        expect(nextPollDelay(client.polling, 0)).toBe(5);
+        expect(nextPollDelay(client.polling, 60_000)).toBe(20);
+        expect(newClient().polling).toEqual(DEFAULT_POLLING_POLICY);
+    });
+
+    test("reads once even when the deadline has already passed, and stops at the deadline after a last read", async () => {
+        const policy = { initialIntervalMs: 1, maxIntervalMs: 2 };
+        let reads = 0;
+        expect(await poll(policy, Date.now() - 1_000, async () => (++reads === 1 ? "done" : undefined))).toBe("done");
+        expect(reads).toBe(1);
+
+        reads = 0;
+        const deadline = Date.now() + 30;
+        expect(await poll(policy, deadline, async () => (reads++, undefined))).toBeUndefined();
+        expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+        expect(reads).toBeGreaterThan(1);
+    });
+});
+
+describe("polling a solution import", () => {
+    const saved = { endpoint: process.env.DATAVERSE_ENDPOINT, token: process.env.DATAVERSE_TOKEN };
+    let dir: string;
+    beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
+        process.env.DATAVERSE_ENDPOINT = emu.origin;
+        process.env.DATAVERSE_TOKEN = "poll-token";
+    });
+    afterEach(() => {
+        jest.restoreAllMocks();
+        fs.rmSync(dir, { recursive: true, force: true });
+        for (const [key, value] of [
+            ["DATAVERSE_ENDPOINT", saved.endpoint],
+            ["DATAVERSE_TOKEN", saved.token],
+        ] as const) {
+            if (value === undefined) delete process.env[key];
+            else process.env[key] = value;
+        }
+    });
+
+    async function createSolution(): Promise<Record<string, unknown>> {
+        const source = path.join(dir, "lead-writer.zip");
+        fs.writeFileSync(source, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
+        const news = { instanceUrl: INSTANCE_URL, source, importTimeoutMinutes: 30, retainOnDelete: false, providerVersion: "test" };
+        const checked = await solutionProvider.check!({}, news);
+        expect(checked.failures ?? []).toEqual([]);
+        const created = await solutionProvider.create!(checked.inputs);
+        return created.outs as Record<string, unknown>;
+    }
+
+    test("an import that succeeded is installed even when the clock moves on between two reads (a busy machine)", async () => {
+        // Every reading of the clock is 5 ms later than the one before, as on a machine busy with other work.
+        const realNow = Date.now.bind(Date);
+        let skew = 0;
+        jest.spyOn(Date, "now").mockImplementation(() => realNow() + (skew += 5));
+
+        const outs = await createSolution();
+
+        expect(outs).toMatchObject({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, installedVersion: "1.0.0.0", adopted: false });
+        expect(emu.state.importJobs).toHaveLength(1);
     });
 });
 

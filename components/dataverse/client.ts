@@ -64,6 +64,43 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
     maxDelayMs: 5 * 60_000,
 };
 
+/** How often running work (a solution import) is read while waiting for it. */
+export interface PollingPolicy {
+    /** Wait before the second read, and the shortest wait: short work is noticed this soon. */
+    initialIntervalMs: number;
+    /** Longest wait between two reads, however long the work has been running. */
+    maxIntervalMs: number;
+}
+
+/**
+ * Each wait is a fifth of the time waited so far, between the two bounds: work is noticed within
+ * max(initialIntervalMs, 20 % of its duration), and a long import costs one read every few seconds.
+ */
+export const DEFAULT_POLLING_POLICY: PollingPolicy = {
+    initialIntervalMs: 250,
+    maxIntervalMs: 5_000,
+};
+
+/** The wait before the next read, once `elapsedMs` have passed since the first one. */
+export function nextPollDelay(policy: PollingPolicy, elapsedMs: number): number {
+    return Math.min(policy.maxIntervalMs, Math.max(policy.initialIntervalMs, elapsedMs / 5));
+}
+
+/**
+ * Reads with `probe` until it answers or the deadline passes. The first read is unconditional and the deadline is
+ * judged only after a read, so a slow clock or a busy machine can never turn finished work into a timeout.
+ */
+export async function poll<T>(policy: PollingPolicy, deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
+    const started = Date.now();
+    for (;;) {
+        const result = await probe();
+        if (result !== undefined) return result;
+        const now = Date.now();
+        if (now >= deadline) return undefined;
+        await sleep(Math.min(nextPollDelay(policy, now - started), deadline - now));
+    }
+}
+
 export interface DataverseClientOptions {
     /** The instance, `https://<org>.crm<N>.dynamics.com`: the token audience. */
     instanceUrl: string;
@@ -72,6 +109,8 @@ export interface DataverseClientOptions {
     /** Where bearer tokens come from; `DefaultAzureCredential` by default. */
     credential?: TokenCredential;
     retry?: Partial<RetryPolicy>;
+    /** How often running work is read while waiting for it. */
+    polling?: Partial<PollingPolicy>;
     /** Per-request timeout. */
     timeoutMs?: number;
     /** Requests in flight at once; service protection allows 52 per user and server. */
@@ -240,6 +279,8 @@ export class DataverseClient {
     private readonly http: AxiosInstance;
     private readonly credential: TokenCredential;
     private readonly retry: RetryPolicy;
+    /** How often this client reads running work while waiting for it. */
+    readonly polling: PollingPolicy;
     private readonly gate: Semaphore;
     private readonly onRetry: DataverseClientOptions["onRetry"];
     private cachedToken: AccessToken | undefined;
@@ -250,6 +291,7 @@ export class DataverseClient {
         this.baseUrl = `${(options.endpoint ?? this.instanceUrl).replace(/\/+$/, "")}${API_PATH}`;
         this.credential = options.credential ?? new DefaultAzureCredential();
         this.retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
+        this.polling = { ...DEFAULT_POLLING_POLICY, ...options.polling };
         this.gate = new Semaphore(options.maxConcurrency ?? 8);
         this.onRetry = options.onRetry;
         this.http = axios.create({
@@ -446,6 +488,12 @@ export class DataverseClient {
     /** An unbound action, `POST <action>`. */
     async action<T>(action: string, body: unknown, options: Omit<RequestOptions, "body"> = {}): Promise<T> {
         return (await this.request<T>("POST", action, { ...options, body })).data;
+    }
+
+    /** Reads with `probe` until it answers or the deadline passes, at this client's polling pace. */
+    async pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
+        // Not a same-named call: closure serialization would bind `pollUntil` inside this method to the method itself.
+        return poll(this.polling, deadline, probe);
     }
 
     /** An unbound function with inline parameters, `GET <function>(Name=value,…)`; values already OData literals. */

@@ -52,16 +52,6 @@ async function findSolution(client: DataverseClient, uniqueName: string): Promis
     return rows[0];
 }
 
-/** Polls with a growing interval (1 s doubling to 10 s) until `done` answers or the deadline passes. */
-async function pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
-    for (let wait = 1000; Date.now() < deadline; wait = Math.min(wait * 2, 10_000)) {
-        const result = await probe();
-        if (result !== undefined) return result;
-        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
-    }
-    return undefined;
-}
-
 /** Starts `ImportSolutionAsync`, waiting while another import holds the instance. Undefined: the answer was lost. */
 async function startImport(
     client: DataverseClient,
@@ -102,7 +92,7 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
     const job = await startImport(client, pkg, deadline);
     if (job) {
         const operationId = odataGuid(job.AsyncOperationId);
-        const finished = await pollUntil(deadline, async () => {
+        const finished = await client.pollUntil(deadline, async () => {
             const op = await client.get<AsyncOperation>(`asyncoperations(${operationId})`, {
                 $select: "statecode,statuscode,message,friendlymessage,completedon",
             });
@@ -127,10 +117,12 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
             );
         }
     }
-    const installed = await pollUntil(job ? Date.now() + 1 : deadline, async () => {
+    const installedRow = async (): Promise<SolutionRow | undefined> => {
         const row = await findSolution(client, pkg.uniqueName);
         return row && compareVersions(row.version, pkg.version) === 0 ? row : undefined;
-    });
+    };
+    // A job that succeeded has installed the solution: one read. Without the job's answer, the table is all there is.
+    const installed = job ? await installedRow() : await client.pollUntil(deadline, installedRow);
     if (!installed) {
         throw new Error(`${pkg.uniqueName} ${pkg.version} is not installed on ${client.instanceUrl} after its import.`);
     }

@@ -1,12 +1,24 @@
-import { ChildProcess, fork } from "child_process";
-import { execFile } from "child_process";
+import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { promisify } from "util";
+import { isDeepStrictEqual, promisify } from "util";
+import * as grpc from "@grpc/grpc-js";
+import { ResourceProviderClient } from "@pulumi/pulumi/proto/provider_grpc_pb";
+import * as providerProto from "@pulumi/pulumi/proto/provider_pb";
+import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import type { MockProgramReport } from "./mockProgram";
 
 const ROOT = path.join(__dirname, "..", "..");
+/** Pulumi's own dynamic-provider host, the program the CLI starts for `pulumi-nodejs:dynamic:*` resources. */
+const DYNAMIC_PROVIDER_HOST = path.join(
+    path.dirname(require.resolve("@pulumi/pulumi/package.json")),
+    "cmd",
+    "dynamic-provider",
+    "index.js",
+);
+/** What the engine sends for a value a preview does not know yet. */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 /** Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report. */
 export async function runMockProgram(config: Record<string, string>, preview = false): Promise<MockProgramReport> {
@@ -34,62 +46,206 @@ export function providersOf(report: MockProgramReport): Map<string, string> {
     return providers;
 }
 
-export class ProviderCallError extends Error {}
+/** A failure the host reported: its gRPC status message, which is what the engine shows the user. */
+export class ProviderCallError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.message = message;
+        this.name = "ProviderCallError";
+    }
+}
 
-/** A fresh process that loads serialized providers the way the engine's dynamic-provider host does. */
+type Props = Record<string, unknown>;
+/** What a dynamic provider's method returned, as it reads after crossing the host and the engine. */
+export interface CheckResult {
+    inputs?: Props;
+    failures?: { property: string; reason: string }[];
+}
+export interface DiffResult {
+    /** undefined: the provider did not say (DIFF_UNKNOWN), and the engine compares the inputs itself. */
+    changes?: boolean;
+    replaces: string[];
+    /** Present only when true: protobuf does not tell false from left out. */
+    deleteBeforeReplace?: boolean;
+}
+
+const URN = "urn:pulumi:test::lead-management::pulumi-nodejs:dynamic:Resource::resource";
+
+/**
+ * The host gets the engine's address as its argument, as the CLI starts it, but never connects to it: a dynamic
+ * provider is not attached to the engine's log (pulumi/pulumi#6065), so `pulumi.log` from a provider prints to the
+ * host's console. No engine needs to listen there.
+ */
+const ENGINE_ADDRESS = "127.0.0.1:1";
+
+/** The props the engine sends always carry the serialized provider; the host loads the provider from there. */
+function toStruct(props: Props, providerString: string): Struct {
+    // The engine moves values as protobuf Structs: JSON is the same model (no undefined, no functions).
+    const plain = JSON.parse(JSON.stringify({ __provider: providerString, ...props })) as Record<string, never>;
+    return Struct.fromJavaScript(plain);
+}
+
+function fromStruct(struct: Struct | undefined): Props | undefined {
+    return struct === undefined ? undefined : (struct.toJavaScript() as Props);
+}
+
+/**
+ * Pulumi's own dynamic-provider host (`@pulumi/pulumi/cmd/dynamic-provider`) in its own process, started as the CLI
+ * starts it and driven over its gRPC interface with the stubs that ship in `@pulumi/pulumi/proto`.
+ */
 export class ProviderHost {
-    private nextId = 1;
-    private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-    /** Everything the providers printed: without an engine, `pulumi.log` writes to the console. */
+    /** Everything the host printed after its port: provider logs (`pulumi.log` has no engine here) and its error lines. */
     output = "";
+    private readonly exited: Promise<void>;
+    private readonly listening: Promise<number>;
+    private client: ResourceProviderClient | undefined;
 
     private constructor(private readonly child: ChildProcess) {
-        child.on("message", (msg: { id?: number; result?: unknown; error?: { message: string } }) => {
-            if (msg.id === undefined) return;
-            const waiter = this.pending.get(msg.id);
-            this.pending.delete(msg.id);
-            if (msg.error) waiter?.reject(new ProviderCallError(msg.error.message || String((msg.error as { stack?: string }).stack)));
-            else waiter?.resolve(msg.result);
-        });
-        child.stdout?.on("data", (chunk: Buffer) => {
-            this.output += chunk.toString();
+        this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+        this.listening = new Promise((resolve, reject) => {
+            let firstLine = "";
+            const onData = (chunk: Buffer): void => {
+                if (this.client !== undefined || firstLine.includes("\n")) {
+                    this.output += chunk.toString();
+                    return;
+                }
+                firstLine += chunk.toString();
+                const newline = firstLine.indexOf("\n");
+                if (newline < 0) return;
+                this.output += firstLine.slice(newline + 1);
+                resolve(Number(firstLine.slice(0, newline).trim()));
+            };
+            child.stdout?.on("data", onData);
+            void this.exited.then(() => reject(new Error(`the provider host exited before listening: ${this.output}`)));
         });
         child.stderr?.on("data", (chunk: Buffer) => {
             this.output += chunk.toString();
-        });
-        child.on("exit", () => {
-            for (const waiter of this.pending.values()) waiter.reject(new Error("provider host exited"));
-            this.pending.clear();
         });
     }
 
     /** Starts the host with its environment fixed before it starts, as a real provider process has it. */
     static async start(env: Record<string, string>): Promise<ProviderHost> {
-        const child = fork(path.join(__dirname, "providerHostChild.js"), [], {
+        const child = spawn(process.execPath, [DYNAMIC_PROVIDER_HOST, ENGINE_ADDRESS], {
             cwd: ROOT,
             env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-            stdio: ["ignore", "pipe", "pipe", "ipc"],
+            stdio: ["ignore", "pipe", "pipe"],
         });
-        await new Promise<void>((resolve, reject) => {
-            child.once("message", () => resolve());
-            child.once("error", reject);
-        });
-        return new ProviderHost(child);
+        const host = new ProviderHost(child);
+        const port = await host.listening;
+        host.client = new ResourceProviderClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+        // The engine configures every provider before its first resource call.
+        const configure = new providerProto.ConfigureRequest();
+        configure.setArgs(Struct.fromJavaScript({}));
+        configure.setAcceptsecrets(true);
+        configure.setAcceptresources(true);
+        const configured = await host.rpc<providerProto.ConfigureResponse>((client, done) => client.configure(configure, done));
+        // The dynamic-provider host takes no secrets, so the engine sends secret values to it in plain form.
+        if (configured.getAcceptsecrets()) throw new Error("the dynamic-provider host unexpectedly accepts secrets");
+        return host;
     }
 
-    call<T>(providerString: string, method: string, ...args: unknown[]): Promise<T> {
-        const id = this.nextId++;
+    private rpc<T>(
+        invoke: (client: ResourceProviderClient, done: (err: grpc.ServiceError | null, response: T) => void) => void,
+    ): Promise<T> {
+        const client = this.client;
+        if (client === undefined) return Promise.reject(new Error("the provider host is not listening"));
         return new Promise<T>((resolve, reject) => {
-            this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-            this.child.send({ id, providerString, method, args });
+            invoke(client, (err, response) => {
+                if (!err) {
+                    resolve(response);
+                    return;
+                }
+                if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.CANCELLED) {
+                    // A dropped connection to a loopback host means its process is going away: report that.
+                    void this.exited.then(() => reject(new Error("provider host exited")));
+                    return;
+                }
+                reject(new ProviderCallError(err.details || err.message));
+            });
         });
+    }
+
+    /**
+     * One provider method through the host's gRPC interface, with the dynamic-provider signature
+     * (`check(olds, news)`, `diff(id, olds, news)`, `create(inputs)`, `read(id, props)`, `update(id, olds, news)`,
+     * `delete(id, props)`). Props without a `__provider` get `providerString`.
+     */
+    async call<T>(providerString: string, method: string, ...args: unknown[]): Promise<T> {
+        const props = (i: number): Struct => toStruct((args[i] ?? {}) as Props, providerString);
+        const id = (i: number): string => String(args[i]);
+        switch (method) {
+            case "check": {
+                const request = new providerProto.CheckRequest();
+                request.setUrn(URN);
+                request.setOlds(props(0));
+                request.setNews(props(1));
+                const response = await this.rpc<providerProto.CheckResponse>((c, done) => c.check(request, done));
+                const failures = response.getFailuresList().map((f) => ({ property: f.getProperty(), reason: f.getReason() }));
+                return { inputs: fromStruct(response.getInputs()), failures } satisfies CheckResult as T;
+            }
+            case "diff": {
+                const request = new providerProto.DiffRequest();
+                request.setUrn(URN);
+                request.setId(id(0));
+                request.setOlds(props(1));
+                request.setNews(props(2));
+                const response = await this.rpc<providerProto.DiffResponse>((c, done) => c.diff(request, done));
+                const kinds = providerProto.DiffResponse.DiffChanges;
+                const changes = response.getChanges();
+                const result: DiffResult = {
+                    changes: changes === kinds.DIFF_SOME ? true : changes === kinds.DIFF_NONE ? false : undefined,
+                    replaces: response.getReplacesList(),
+                };
+                if (response.getDeletebeforereplace()) result.deleteBeforeReplace = true;
+                return result as T;
+            }
+            case "create": {
+                const request = new providerProto.CreateRequest();
+                request.setUrn(URN);
+                request.setProperties(props(0));
+                const response = await this.rpc<providerProto.CreateResponse>((c, done) => c.create(request, done));
+                return { id: response.getId(), outs: fromStruct(response.getProperties()) } as T;
+            }
+            case "read": {
+                const request = new providerProto.ReadRequest();
+                request.setUrn(URN);
+                request.setId(id(0));
+                request.setProperties(props(1));
+                const response = await this.rpc<providerProto.ReadResponse>((c, done) => c.read(request, done));
+                // An empty id is how a provider says the resource is gone.
+                return {
+                    id: response.getId() || undefined,
+                    props: fromStruct(response.getProperties()),
+                    inputs: fromStruct(response.getInputs()),
+                } as T;
+            }
+            case "update": {
+                const request = new providerProto.UpdateRequest();
+                request.setUrn(URN);
+                request.setId(id(0));
+                request.setOlds(props(1));
+                request.setNews(props(2));
+                const response = await this.rpc<providerProto.UpdateResponse>((c, done) => c.update(request, done));
+                return { outs: fromStruct(response.getProperties()) } as T;
+            }
+            case "delete": {
+                const request = new providerProto.DeleteRequest();
+                request.setUrn(URN);
+                request.setId(id(0));
+                request.setProperties(props(1));
+                await this.rpc((c, done) => c.delete(request, done));
+                return undefined as T;
+            }
+            default:
+                throw new Error(`the dynamic-provider host has no ${method} call`);
+        }
     }
 
     async stop(): Promise<void> {
-        if (this.child.exitCode !== null) return;
-        const exited = new Promise((resolve) => this.child.once("exit", resolve));
+        this.client?.close();
+        if (this.child.exitCode !== null || this.child.signalCode !== null) return;
         this.child.kill();
-        await exited;
+        await this.exited;
     }
 }
 
@@ -102,7 +258,20 @@ export interface ResourceState {
 
 export type Operation = "create" | "update" | "replace" | "same";
 
-/** Drives one serialized provider through the engine's sequence of calls for up, refresh and destroy. */
+/** What a preview shows for one resource, and the outputs its dependents see during that preview. */
+export interface PreviewResult {
+    op: Operation;
+    replaces: string[];
+    /** The id dependents see: unknown for a create or replace. */
+    id: string;
+    /**
+     * The outputs dependents see: the stored ones when nothing changes; otherwise every output is unknown, since a
+     * provider without preview support is not asked what an update or create will produce.
+     */
+    outputs: Record<string, unknown>;
+}
+
+/** Drives one serialized provider through the engine's sequence of calls for preview, up, refresh and destroy. */
 export class EngineSimulator {
     constructor(
         private readonly host: ProviderHost,
@@ -114,31 +283,43 @@ export class EngineSimulator {
     }
 
     private async check(news: Record<string, unknown>, prior?: ResourceState): Promise<Record<string, unknown>> {
-        const result = await this.host.call<{ inputs?: Record<string, unknown>; failures?: { property: string; reason: string }[] }>(
-            this.provider,
-            "check",
-            prior ? prior.inputs : {},
-            this.withProvider(news),
-        );
+        const result = await this.host.call<CheckResult>(this.provider, "check", prior ? prior.inputs : {}, this.withProvider(news));
         if (result.failures && result.failures.length > 0) {
             throw new ProviderCallError(`check failed: ${result.failures.map((f) => f.reason).join("; ")}`);
         }
         return { ...(result.inputs ?? news), __provider: this.provider };
     }
 
+    /** The engine's step for an existing resource: the provider's diff, or its own comparison of inputs when the provider does not say. */
+    private async diff(prior: ResourceState, inputs: Record<string, unknown>): Promise<{ op: Operation; diff: DiffResult }> {
+        const diff = await this.host.call<DiffResult>(this.provider, "diff", prior.id, prior.outputs, inputs);
+        if (diff.replaces.length > 0) return { op: "replace", diff };
+        const changed = diff.changes ?? !isDeepStrictEqual(prior.inputs, inputs);
+        return { op: changed ? "update" : "same", diff };
+    }
+
     /** `pulumi preview` for one resource: check and diff only. */
     async preview(news: Record<string, unknown>, prior?: ResourceState): Promise<{ op: Operation; replaces: string[] }> {
+        const { op, replaces } = await this.plan(news, prior);
+        return { op, replaces };
+    }
+
+    /**
+     * `preview`, plus the id and outputs this resource's dependents see during that preview. Put them (or `UNKNOWN`)
+     * into a dependent's inputs to see what its diff makes of values the preview does not know yet.
+     */
+    async plan(news: Record<string, unknown>, prior?: ResourceState): Promise<PreviewResult> {
         const inputs = await this.check(news, prior);
-        if (!prior) return { op: "create", replaces: [] };
-        const diff = await this.host.call<{ changes?: boolean; replaces?: string[] }>(
-            this.provider,
-            "diff",
-            prior.id,
-            prior.outputs,
-            inputs,
-        );
-        const replaces = diff.replaces ?? [];
-        return { op: replaces.length > 0 ? "replace" : diff.changes ? "update" : "same", replaces };
+        const unknownOutputs = (): Record<string, unknown> =>
+            Object.fromEntries(
+                [...new Set([...Object.keys(prior?.outputs ?? {}), ...Object.keys(inputs)])]
+                    .filter((key) => key !== "__provider")
+                    .map((key) => [key, UNKNOWN]),
+            );
+        if (!prior) return { op: "create", replaces: [], id: UNKNOWN, outputs: unknownOutputs() };
+        const { op, diff } = await this.diff(prior, inputs);
+        if (op === "same") return { op, replaces: [], id: prior.id, outputs: prior.outputs };
+        return { op, replaces: diff.replaces, id: op === "replace" ? UNKNOWN : prior.id, outputs: unknownOutputs() };
     }
 
     /** `pulumi up` for one resource. */
@@ -149,14 +330,8 @@ export class EngineSimulator {
             return { id: result.id, inputs, outputs: this.withProvider(result.outs ?? {}) };
         };
         if (!prior) return { op: "create", state: await create() };
-        const diff = await this.host.call<{ changes?: boolean; replaces?: string[]; deleteBeforeReplace?: boolean }>(
-            this.provider,
-            "diff",
-            prior.id,
-            prior.outputs,
-            inputs,
-        );
-        if (diff.replaces && diff.replaces.length > 0) {
+        const { op, diff } = await this.diff(prior, inputs);
+        if (op === "replace") {
             if (diff.deleteBeforeReplace) {
                 await this.destroy(prior);
                 return { op: "replace", state: await create() };
@@ -165,7 +340,7 @@ export class EngineSimulator {
             await this.destroy(prior);
             return { op: "replace", state };
         }
-        if (diff.changes) {
+        if (op === "update") {
             const result = await this.host.call<{ outs?: Record<string, unknown> }>(
                 this.provider,
                 "update",
@@ -180,14 +355,14 @@ export class EngineSimulator {
 
     /** `pulumi refresh`: undefined when the provider reports the resource gone. */
     async refresh(state: ResourceState): Promise<ResourceState | undefined> {
-        const result = await this.host.call<{ id?: string; props?: Record<string, unknown> }>(
+        const result = await this.host.call<{ id?: string; props?: Record<string, unknown>; inputs?: Record<string, unknown> }>(
             this.provider,
             "read",
             state.id,
             state.outputs,
         );
         if (!result.id) return undefined;
-        return { id: result.id, inputs: state.inputs, outputs: this.withProvider(result.props ?? {}) };
+        return { id: result.id, inputs: result.inputs ?? state.inputs, outputs: this.withProvider(result.props ?? {}) };
     }
 
     /** `pulumi destroy`: runs the provider stored in the state, not the current one. */
