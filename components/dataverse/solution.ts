@@ -89,13 +89,24 @@ async function startImport(
 async function importSolution(client: DataverseClient, pkg: SolutionPackage, timeoutMinutes: number): Promise<SolutionRow> {
     const deadline = Date.now() + timeoutMinutes * 60_000;
     progress(`Importing ${pkg.uniqueName} ${pkg.version} into ${client.instanceUrl}.`);
+    const installedRow = async (): Promise<SolutionRow | undefined> => {
+        const row = await findSolution(client, pkg.uniqueName);
+        return row && compareVersions(row.version, pkg.version) === 0 ? row : undefined;
+    };
     const job = await startImport(client, pkg, deadline);
+    // Each poll reads the solutions table alongside the job, so the poll that sees the job done usually has the
+    // installed row in hand already: one round trip less between the import and the resources that need it.
+    let seenInstalled: SolutionRow | undefined;
     if (job) {
         const operationId = odataGuid(job.AsyncOperationId);
         const finished = await client.pollUntil(deadline, async () => {
-            const op = await client.get<AsyncOperation>(`asyncoperations(${operationId})`, {
-                $select: "statecode,statuscode,message,friendlymessage,completedon",
-            });
+            const [op, row] = await Promise.all([
+                client.get<AsyncOperation>(`asyncoperations(${operationId})`, {
+                    $select: "statecode,statuscode,message,friendlymessage,completedon",
+                }),
+                installedRow(),
+            ]);
+            seenInstalled = row;
             return op.statecode === COMPLETED ? op : undefined;
         });
         if (!finished) {
@@ -117,12 +128,9 @@ async function importSolution(client: DataverseClient, pkg: SolutionPackage, tim
             );
         }
     }
-    const installedRow = async (): Promise<SolutionRow | undefined> => {
-        const row = await findSolution(client, pkg.uniqueName);
-        return row && compareVersions(row.version, pkg.version) === 0 ? row : undefined;
-    };
-    // A job that succeeded has installed the solution: one read. Without the job's answer, the table is all there is.
-    const installed = job ? await installedRow() : await client.pollUntil(deadline, installedRow);
+    // A job that succeeded has installed the solution: one read, unless the last poll already saw it (both reads
+    // of that poll may have been answered either side of the job's end). Without the job's answer, the table is all there is.
+    const installed = job ? (seenInstalled ?? (await installedRow())) : await client.pollUntil(deadline, installedRow);
     if (!installed) {
         throw new Error(`${pkg.uniqueName} ${pkg.version} is not installed on ${client.instanceUrl} after its import.`);
     }

@@ -20,6 +20,8 @@ export interface RequestLogEntry {
     status: number;
     /** ms epoch, when the request arrived */
     time: number;
+    /** ms epoch, when the service carried it out (after the first half of `latencyMs` and any delay fault) */
+    carriedOut?: number;
     /** ms epoch, when its answer left (unset for a dropped connection) */
     answered?: number;
     /** systemuserid */

@@ -122,6 +122,7 @@ class DataverseEmulator implements Emulator, Service {
             return;
         }
         if (fault?.kind === "delay") await sleep(fault.ms);
+        entry.carriedOut = Date.now();
         // The service keeps working between requests: each request moves every running operation one step on.
         for (const op of this.state.asyncOperations) advance(this, op);
 
