@@ -19,7 +19,6 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import * as prettier from "prettier";
 import { LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator, type Emulator, type RequestLogEntry } from "../test/emulator/server";
 import type { Registration } from "../test/support/mockProgram";
 import { EngineSimulator, ProviderHost, runMockProgram, type Operation, type ResourceState } from "../test/support/providerHost";
@@ -515,6 +514,8 @@ function markdownTable(
 
 /** Writes a file the way `npm run lint` wants it: through Prettier with the project's settings. */
 async function writeFormatted(file: string, text: string): Promise<void> {
+    // Loaded here, not at the top: Prettier's module cannot load under jest, which imports this file for its tests.
+    const prettier = await import("prettier");
     const options = (await prettier.resolveConfig(file)) ?? {};
     fs.writeFileSync(file, await prettier.format(text, { ...options, filepath: file }));
 }
