@@ -723,3 +723,23 @@ describe("RolePrivileges round trips", () => {
         expect(calls(mark).filter((c) => c.includes("RetrieveRolePrivilegesRole"))).toHaveLength(2);
     });
 });
+
+describe("round trips of the Solution and ApplicationUser creates", () => {
+    it("has the installed solution in hand when a poll sees the import done: nothing is read after it", async () => {
+        // Slow polls, so that what goes out with a poll is told apart from what follows its answer.
+        emulator.injectFault({ method: "GET", path: /asyncoperations\(/ }, "every", { kind: "delay", ms: 200 });
+        await engineFor("Solution").up(solutionInputs(zips.v1));
+        const polls = emulator.requests.filter((r) => r.path.includes("asyncoperations("));
+        const last = polls[polls.length - 1];
+        expect(last).toBeDefined();
+        expect(emulator.requests.filter((r) => r.time >= last.answered!).map((r) => `${r.method} ${r.path}`)).toEqual([]);
+    });
+
+    it("looks up the business unit and the user together", async () => {
+        emulator.injectFault({ method: "GET", path: /businessunits/ }, "every", { kind: "delay", ms: 400 });
+        await engineFor("ApplicationUser").up(userInputs());
+        const [units, users] = ["businessunits", "systemusers?"].map((p) => emulator.requests.find((r) => r.path.includes(p))!);
+        // In sequence the user lookup would arrive after the business unit's 400 ms answer.
+        expect(Math.abs(users.time - units.time)).toBeLessThan(400);
+    });
+});
