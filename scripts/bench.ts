@@ -219,7 +219,8 @@ function trace(title: string, sample: Sample, leftOut: Set<RequestLogEntry> = ne
 /** When the import in these requests ran, and when the provider saw it done. */
 function importTiming(emulator: Emulator, requests: RequestLogEntry[]): ImportTiming {
     const start = requests.find((r) => r.method === "POST" && apiPath(r).startsWith("ImportSolutionAsync"));
-    const op = emulator.state.asyncOperations.find((o) => o.name === "ImportSolutionAsync" && o.dueAt !== undefined && start !== undefined);
+    // Each emulator sees one import: the create's.
+    const op = emulator.state.asyncOperations.find((o) => o.name === "ImportSolutionAsync");
     if (!start || !op || op.dueAt === undefined) throw new Error("no timed import job in this run");
     const polls = requests.filter((r) => r.method === "GET" && apiPath(r).startsWith(`asyncoperations(${op.asyncoperationid})`));
     const seen = polls.find((r) => r.carriedOut! >= op.dueAt!);
