@@ -1018,3 +1018,31 @@ describe("npm run emulator", () => {
         }
     }, 30_000);
 });
+
+describe("timing options (for the benchmark)", () => {
+    test("latencyMs delays every answer by that round trip and logs when the answer left", async () => {
+        await emu.close();
+        emu = await startEmulator({ latencyMs: 200 });
+        const started = Date.now();
+        const res = await client("any").get("WhoAmI");
+        expect(res.status).toBe(200);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(195);
+        const [entry] = emu.requests;
+        expect(entry.answered! - entry.time).toBeGreaterThanOrEqual(195);
+    });
+
+    test("importDurationMs finishes a job by the clock, however often it is polled, and dates it at its due time", async () => {
+        await emu.close();
+        emu = await startEmulator({ importDurationMs: 600 });
+        const started = Date.now();
+        const { asyncId } = await importSolution({ uniqueName: "Timed", version: "1.0.0.0", managed: true });
+        const poll = async () => (await client().get(`asyncoperations(${asyncId})`)).data as Row;
+        for (let i = 0; i < 5; i++) expect(await poll()).toMatchObject({ statecode: 2, statuscode: 20 });
+        const dueAt = emu.state.asyncOperations[0].dueAt!;
+        expect(dueAt - started).toBeGreaterThanOrEqual(600);
+        await new Promise((r) => setTimeout(r, dueAt - Date.now() + 50));
+        const done = await poll();
+        expect(done).toMatchObject({ statecode: 3, statuscode: 30 });
+        expect(Date.parse(done.completedon as string)).toBe(Math.floor(dueAt / 1000) * 1000);
+    });
+});

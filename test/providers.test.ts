@@ -688,3 +688,105 @@ describe("RoleAssignment and RolePrivileges", () => {
         expect(writesSince(mark)).toEqual([]);
     });
 });
+
+describe("RolePrivileges round trips", () => {
+    beforeEach(async () => {
+        await engineFor("Solution").up(solutionInputs(zips.v1));
+    }, 30_000);
+
+    const calls = (mark: number) =>
+        emulator.requests.slice(mark).map(
+            (r) =>
+                `${r.method} ${r.path
+                    .split("?")[0]
+                    .replace("/api/data/v9.2/", "")
+                    .replace(/\(.*\)/, "(…)")}`,
+        );
+
+    it("refreshes with one request, using the privilege ids kept from create", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(grantInputs());
+        expect(Object.keys(state.outputs.privilegeIds as object).sort()).toEqual(GUIDE_ROLE_PRIVILEGES.map((g) => g.name).sort());
+        const mark = emulator.requests.length;
+        const refreshed = (await engine.refresh(state))!;
+        expect(calls(mark)).toEqual(["GET RetrieveRolePrivilegesRole(…)"]);
+        expect(refreshed.outputs.currentDepths).toEqual(state.outputs.currentDepths);
+    });
+
+    it("refreshes and destroys state written before the ids were kept", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(grantInputs());
+        const older: Record<string, unknown> = { ...state.outputs };
+        delete older.privilegeIds;
+        delete older.businessUnitId;
+        const old = { ...state, outputs: older };
+        expect((await engine.refresh(old))!.outputs.privilegeIds).toEqual(state.outputs.privilegeIds);
+        await engine.destroy(old);
+        for (const grant of GUIDE_ROLE_PRIVILEGES) expect(depthOf(leadWriterRole()!.roleid, grant.name)).toBeUndefined();
+    });
+
+    it("restores the privileges on destroy in parallel, not one after another", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(grantInputs());
+        emulator.injectFault({ method: "POST", path: /RemovePrivilegeRole/ }, "every", { kind: "delay", ms: 400 });
+        const mark = emulator.requests.length;
+        await engine.destroy(state);
+        const removals = emulator.requests.slice(mark).filter((r) => r.path.includes("RemovePrivilegeRole"));
+        expect(removals).toHaveLength(GUIDE_ROLE_PRIVILEGES.length);
+        // In sequence each would arrive at least 400 ms after the one before.
+        expect(Math.max(...removals.map((r) => r.time)) - Math.min(...removals.map((r) => r.time))).toBeLessThan(400);
+        for (const grant of GUIDE_ROLE_PRIVILEGES) expect(depthOf(leadWriterRole()!.roleid, grant.name)).toBeUndefined();
+    });
+
+    it("creates in three round trips when the role holds none of the privileges", async () => {
+        const mark = emulator.requests.length;
+        await engineFor("RolePrivileges").up(grantInputs());
+        expect(calls(mark).sort()).toEqual(
+            [
+                "GET businessunits",
+                "GET roles",
+                "GET privileges",
+                "GET RetrieveRolePrivilegesRole(…)",
+                "POST roles(…)/Microsoft.Dynamics.CRM.AddPrivilegesRole",
+            ].sort(),
+        );
+        const [bu, roles, privileges, read] = ["businessunits", "roles?", "privileges?", "RetrieveRolePrivilegesRole"].map((p) =>
+            emulator.requests.slice(mark).find((r) => r.path.includes(p))!,
+        );
+        // The three lookups go out together, before the read that needs the role's id.
+        expect(Math.max(bu.time, roles.time, privileges.time)).toBeLessThanOrEqual(read.time);
+    });
+
+    it("reads again after raising a privilege the role already held, and fails loudly when it was not raised", async () => {
+        const role = leadWriterRole()!;
+        const readAsync = emulator.state.privileges.find((p) => p.name === "prvReadAsyncOperation")!;
+        emulator.state.rolePrivileges[role.roleid][readAsync.privilegeid] = "Basic";
+        // Add answers success but changes nothing: the undocumented case the re-read guards.
+        emulator.injectFault({ method: "POST", path: /AddPrivilegesRole/ }, 1, { kind: "status", status: 204 });
+        const mark = emulator.requests.length;
+        await expect(engineFor("RolePrivileges").up(grantInputs())).rejects.toThrow(
+            /Dataverse did not apply .*prvReadAsyncOperation at Global \(now Basic\)/,
+        );
+        expect(calls(mark).filter((c) => c.includes("RetrieveRolePrivilegesRole"))).toHaveLength(2);
+    });
+});
+
+describe("round trips of the Solution and ApplicationUser creates", () => {
+    it("has the installed solution in hand when a poll sees the import done: nothing is read after it", async () => {
+        // Slow polls, so that what goes out with a poll is told apart from what follows its answer.
+        emulator.injectFault({ method: "GET", path: /asyncoperations\(/ }, "every", { kind: "delay", ms: 200 });
+        await engineFor("Solution").up(solutionInputs(zips.v1));
+        const polls = emulator.requests.filter((r) => r.path.includes("asyncoperations("));
+        const last = polls[polls.length - 1];
+        expect(last).toBeDefined();
+        expect(emulator.requests.filter((r) => r.time >= last.answered!).map((r) => `${r.method} ${r.path}`)).toEqual([]);
+    });
+
+    it("looks up the business unit and the user together", async () => {
+        emulator.injectFault({ method: "GET", path: /businessunits/ }, "every", { kind: "delay", ms: 400 });
+        await engineFor("ApplicationUser").up(userInputs());
+        const [units, users] = ["businessunits", "systemusers?"].map((p) => emulator.requests.find((r) => r.path.includes(p))!);
+        // In sequence the user lookup would arrive after the business unit's 400 ms answer.
+        expect(Math.abs(users.time - units.time)).toBeLessThan(400);
+    });
+});

@@ -112,9 +112,13 @@ async function createUser(client: DataverseClient, applicationId: string, busine
 async function ensureUser(inputs: ApplicationUserInputs): Promise<ApplicationUserOutputs> {
     const client = sharedClient(inputs.instanceUrl);
     const warnings = warningCollector();
-    const businessUnitId = inputs.businessUnitId || (await rootBusinessUnitId(client));
+    // The business unit and the first look for the user do not depend on each other: one round trip for both.
+    const [businessUnitId, firstRows] = await Promise.all([
+        inputs.businessUnitId || rootBusinessUnitId(client),
+        usersFor(client, inputs.applicationId),
+    ]);
     for (let round = 1; ; round++) {
-        const rows = await usersFor(client, inputs.applicationId);
+        const rows = round === 1 ? firstRows : await usersFor(client, inputs.applicationId);
         const active = rows.find((r) => !isSoftDeleted(r));
         if (active) {
             if (active._businessunitid_value.toLowerCase() !== businessUnitId.toLowerCase()) {

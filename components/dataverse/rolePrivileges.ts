@@ -17,7 +17,7 @@ import {
     warningCollector,
 } from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
-import { findRole, rootBusinessUnitId } from "./roles";
+import { findRootRole, rootBusinessUnitId } from "./roles";
 
 export interface RolePrivilegesInputs extends Versioned {
     instanceUrl: string;
@@ -33,6 +33,10 @@ export type DepthsByName = Record<string, PrivilegeDepth | null>;
 
 export interface RolePrivilegesOutputs extends RolePrivilegesInputs, Warned {
     roleId: string;
+    /** The root business unit the role belongs to; restoring a depth names it. */
+    businessUnitId: string;
+    /** Id of each managed privilege, kept so that refresh and destroy need not look them up again. */
+    privilegeIds: Record<string, string>;
     /** What each privilege was before this stack first touched it: delete restores these. */
     previousDepths: DepthsByName;
     /** What each privilege is now, as last read: a lower value than asked for is drift. */
@@ -54,6 +58,9 @@ interface RolePrivilege {
     BusinessUnitId: string;
     PrivilegeName: string;
 }
+
+/** Privilege id by the name the configuration gives it. */
+type PrivilegeIds = Record<string, string>;
 
 const rank = (depth: PrivilegeDepth | null | undefined) => (depth ? depthRank(depth) : -1);
 
@@ -81,8 +88,8 @@ function privilegeWarnings(inputs: RolePrivilegesInputs, current: DepthsByName):
     return warnings;
 }
 
-/** Privilege rows by name, refusing names that do not exist and depths they cannot take before any write. */
-async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[]): Promise<Map<string, PrivilegeRow>> {
+/** Privilege ids by name, refusing names that do not exist and depths they cannot take before any write. */
+async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[]): Promise<PrivilegeIds> {
     const rows =
         grants.length === 0
             ? []
@@ -102,7 +109,13 @@ async function lookUpPrivileges(client: DataverseClient, grants: PrivilegeGrant[
             throw new Error(`${grant.name} cannot be granted at ${grant.depth} depth (rolePrivileges)`);
         }
     }
-    return byName;
+    return Object.fromEntries(grants.map((g) => [g.name, byName.get(g.name.toLowerCase())!.privilegeid]));
+}
+
+/** The ids stored in state when they cover every name; older state did not keep them. */
+function storedIds(props: Partial<RolePrivilegesOutputs>, names: string[]): PrivilegeIds | undefined {
+    const ids = props.privilegeIds;
+    return ids && names.every((name) => typeof ids[name] === "string") ? ids : undefined;
 }
 
 async function readDepths(client: DataverseClient, roleId: string): Promise<Map<string, RolePrivilege>> {
@@ -112,18 +125,43 @@ async function readDepths(client: DataverseClient, roleId: string): Promise<Map<
     return new Map(result.RolePrivileges.map((p) => [p.PrivilegeId.toLowerCase(), p]));
 }
 
-function depthsOf(names: string[], privileges: Map<string, PrivilegeRow>, held: Map<string, RolePrivilege>): DepthsByName {
-    return Object.fromEntries(
-        names.map((name) => {
-            const row = privileges.get(name.toLowerCase());
-            return [name, (row && held.get(row.privilegeid.toLowerCase())?.Depth) ?? null];
-        }),
+function depthsOf(names: string[], ids: PrivilegeIds, held: Map<string, RolePrivilege>): DepthsByName {
+    return Object.fromEntries(names.map((name) => [name, held.get(ids[name]?.toLowerCase() ?? "")?.Depth ?? null]));
+}
+
+/** Waits for every write of a batch before reporting the first failure, so none is left running unseen. */
+async function settleAll(writes: Promise<unknown>[]): Promise<void> {
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+}
+
+function addPrivileges(
+    client: DataverseClient,
+    roleId: string,
+    businessUnitId: string,
+    grants: { name: string; privilegeid: string; depth: PrivilegeDepth }[],
+): Promise<unknown> {
+    return client.boundAction(
+        "roles",
+        roleId,
+        "AddPrivilegesRole",
+        {
+            Privileges: grants.map((g) => ({
+                Depth: g.depth,
+                PrivilegeId: g.privilegeid,
+                BusinessUnitId: businessUnitId,
+                PrivilegeName: g.name,
+            })),
+        },
+        { idempotent: true },
     );
 }
 
 /**
  * Puts back the recorded depth of each named privilege that is now deeper than it was: removes it, or lowers it by
- * removing and adding it again. Privileges at or below their recorded depth are left alone.
+ * removing and adding it again. Privileges at or below their recorded depth are left alone. The removals do not
+ * depend on each other and go out together; the re-adds follow in one call.
  */
 async function restore(
     client: DataverseClient,
@@ -131,40 +169,27 @@ async function restore(
     businessUnitId: string,
     names: string[],
     previousDepths: DepthsByName,
-    privileges: Map<string, PrivilegeRow>,
+    ids: PrivilegeIds,
     held: Map<string, RolePrivilege>,
 ): Promise<void> {
-    const now = depthsOf(names, privileges, held);
+    const now = depthsOf(names, ids, held);
     const targets = names
         .filter((name) => rank(previousDepths[name]) < rank(now[name]))
-        .map((name) => ({ row: privileges.get(name.toLowerCase())!, depth: previousDepths[name] ?? null }));
-    for (const { row } of targets) {
-        await client.boundAction(
-            "roles",
-            roleId,
-            "RemovePrivilegeRole",
-            {
-                Privilege: { "@odata.type": "Microsoft.Dynamics.CRM.privilege", privilegeid: row.privilegeid },
-            },
-            { idempotent: true },
-        );
-    }
-    const readd = targets.filter((t) => t.depth !== null);
+        .map((name) => ({ name, privilegeid: ids[name], depth: previousDepths[name] ?? null }));
+    await settleAll(
+        targets.map((t) =>
+            client.boundAction(
+                "roles",
+                roleId,
+                "RemovePrivilegeRole",
+                { Privilege: { "@odata.type": "Microsoft.Dynamics.CRM.privilege", privilegeid: t.privilegeid } },
+                { idempotent: true },
+            ),
+        ),
+    );
+    const readd = targets.flatMap((t) => (t.depth === null ? [] : [{ ...t, depth: t.depth }]));
     if (readd.length > 0) {
-        await client.boundAction(
-            "roles",
-            roleId,
-            "AddPrivilegesRole",
-            {
-                Privileges: readd.map((t) => ({
-                    Depth: t.depth,
-                    PrivilegeId: t.row.privilegeid,
-                    BusinessUnitId: businessUnitId,
-                    PrivilegeName: t.row.name,
-                })),
-            },
-            { idempotent: true },
-        );
+        await addPrivileges(client, roleId, businessUnitId, readd);
     }
 }
 
@@ -174,65 +199,69 @@ async function restore(
  */
 async function apply(inputs: RolePrivilegesInputs, olds?: RolePrivilegesOutputs): Promise<RolePrivilegesOutputs> {
     const client = sharedClient(inputs.instanceUrl);
-    const businessUnitId = await rootBusinessUnitId(client);
-    // Inherited copies in child business units follow the root copy.
-    const role = await findRole(client, inputs.roleName, businessUnitId);
     const dropped = (olds?.privileges ?? []).filter((o) => !inputs.privileges.some((n) => n.name.toLowerCase() === o.name.toLowerCase()));
-    const privileges = await lookUpPrivileges(client, [...inputs.privileges, ...dropped]);
+    // Privileges are edited on the root business unit's copy; the copies in child units follow it. The role and
+    // the privilege rows do not depend on each other, so they are looked up together.
+    const [{ businessUnitId, role }, ids] = await Promise.all([
+        findRootRole(client, inputs.roleName),
+        lookUpPrivileges(client, [...inputs.privileges, ...dropped]),
+    ]);
     const held = await readDepths(client, role.roleid);
     const sameRole = olds?.roleId === role.roleid;
+    const names = inputs.privileges.map((g) => g.name);
 
     const previousDepths: DepthsByName = {};
-    const current = depthsOf(
-        inputs.privileges.map((g) => g.name),
-        privileges,
-        held,
-    );
+    const current = depthsOf(names, ids, held);
     for (const grant of inputs.privileges) {
         previousDepths[grant.name] = sameRole && grant.name in olds.previousDepths ? olds.previousDepths[grant.name] : current[grant.name];
     }
     const missing = inputs.privileges.filter((g) => rank(current[g.name]) < rank(g.depth));
-    if (missing.length > 0) {
-        await client.boundAction(
-            "roles",
-            role.roleid,
-            "AddPrivilegesRole",
-            {
-                Privileges: missing.map((g) => {
-                    const row = privileges.get(g.name.toLowerCase())!;
-                    return { Depth: g.depth, PrivilegeId: row.privilegeid, BusinessUnitId: businessUnitId, PrivilegeName: row.name };
-                }),
-            },
-            { idempotent: true },
-        );
-    }
-    if (sameRole && dropped.length > 0) {
-        await restore(
-            client,
-            role.roleid,
-            businessUnitId,
-            dropped.map((d) => d.name),
-            olds.previousDepths,
-            privileges,
-            held,
-        );
-    }
+    // Raising and restoring touch different privileges: both go out at once.
+    await settleAll([
+        missing.length > 0
+            ? addPrivileges(
+                  client,
+                  role.roleid,
+                  businessUnitId,
+                  missing.map((g) => ({ name: g.name, privilegeid: ids[g.name], depth: g.depth })),
+              )
+            : Promise.resolve(),
+        sameRole && dropped.length > 0
+            ? restore(
+                  client,
+                  role.roleid,
+                  businessUnitId,
+                  dropped.map((d) => d.name),
+                  olds.previousDepths,
+                  ids,
+                  held,
+              )
+            : Promise.resolve(),
+    ]);
 
-    const after = depthsOf(
-        inputs.privileges.map((g) => g.name),
-        privileges,
-        await readDepths(client, role.roleid),
-    );
+    // Adding a privilege the role lacks is what AddPrivilegesRole is documented to do. What it does to one the
+    // role already holds is not: when a raise relied on that, read again and fail loudly if it did not happen.
+    const raisedHeld = missing.some((g) => current[g.name] !== null);
+    const after = raisedHeld
+        ? depthsOf(names, ids, await readDepths(client, role.roleid))
+        : { ...current, ...Object.fromEntries(missing.map((g) => [g.name, g.depth])) };
     const short = inputs.privileges.filter((g) => rank(after[g.name]) < rank(g.depth));
     if (short.length > 0) {
-        // AddPrivilegesRole's behaviour on an existing privilege is undocumented: fail loudly if it did not raise it.
         throw new Error(
             `Dataverse did not apply ${short.map((g) => `${g.name} at ${g.depth} (now ${after[g.name] ?? "none"})`).join(", ")} to role "${inputs.roleName}".`,
         );
     }
     const warnings = warningCollector();
     privilegeWarnings(inputs, after).forEach(warnings.add);
-    return { ...inputs, roleId: role.roleid, previousDepths, currentDepths: after, warnings: warnings.list };
+    return {
+        ...inputs,
+        roleId: role.roleid,
+        businessUnitId,
+        privilegeIds: Object.fromEntries(names.map((name) => [name, ids[name]])),
+        previousDepths,
+        currentDepths: after,
+        warnings: warnings.list,
+    };
 }
 
 export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
@@ -270,14 +299,16 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
 
     async read(id: string, props: RolePrivilegesOutputs) {
         const client = sharedClient(props.instanceUrl);
+        const names = props.privileges.map((g) => g.name);
         try {
-            const privileges = await lookUpPrivileges(client, props.privileges);
-            const currentDepths = depthsOf(
-                props.privileges.map((g) => g.name),
-                privileges,
-                await readDepths(client, props.roleId),
-            );
-            return { id, props: { ...props, currentDepths, warnings: privilegeWarnings(props, currentDepths) } };
+            // With the ids from state this is one request; older state looks them up alongside.
+            const [ids, held] = await Promise.all([
+                storedIds(props, names) ?? lookUpPrivileges(client, props.privileges),
+                readDepths(client, props.roleId),
+            ]);
+            const privilegeIds = Object.fromEntries(names.map((name) => [name, ids[name]]));
+            const currentDepths = depthsOf(names, ids, held);
+            return { id, props: { ...props, privilegeIds, currentDepths, warnings: privilegeWarnings(props, currentDepths) } };
         } catch (err) {
             // The role went with its solution: nothing of ours is left.
             if (isNotFound(err)) return { id: "", props: {} };
@@ -291,19 +322,15 @@ export const rolePrivilegesProvider: pulumi.dynamic.ResourceProvider = {
 
     async delete(_id: string, props: RolePrivilegesOutputs) {
         const client = sharedClient(props.instanceUrl);
+        const names = props.privileges.map((g) => g.name);
         try {
-            const privileges = await lookUpPrivileges(client, props.privileges);
-            const held = await readDepths(client, props.roleId);
-            const businessUnitId = await rootBusinessUnitId(client);
-            await restore(
-                client,
-                props.roleId,
-                businessUnitId,
-                props.privileges.map((g) => g.name),
-                props.previousDepths,
-                privileges,
-                held,
-            );
+            // Older state kept neither the ids nor the business unit: look them up alongside the depths.
+            const [ids, held, businessUnitId] = await Promise.all([
+                storedIds(props, names) ?? lookUpPrivileges(client, props.privileges),
+                readDepths(client, props.roleId),
+                props.businessUnitId || rootBusinessUnitId(client),
+            ]);
+            await restore(client, props.roleId, businessUnitId, names, props.previousDepths, ids, held);
         } catch (err) {
             if (!isNotFound(err)) throw err;
         }
@@ -325,6 +352,8 @@ export interface RolePrivilegesArgs {
 /** The guide's step 4b: the extra privileges the Lead Writer role needs. */
 export class RolePrivileges extends pulumi.dynamic.Resource {
     declare readonly roleId: pulumi.Output<string>;
+    declare readonly businessUnitId: pulumi.Output<string>;
+    declare readonly privilegeIds: pulumi.Output<Record<string, string>>;
     declare readonly previousDepths: pulumi.Output<DepthsByName>;
     declare readonly currentDepths: pulumi.Output<DepthsByName>;
     /** What the user must act on, such as grants beyond the guide's; gathered into the stack's `warnings`. */
@@ -336,6 +365,8 @@ export class RolePrivileges extends pulumi.dynamic.Resource {
             name,
             {
                 roleId: undefined,
+                businessUnitId: undefined,
+                privilegeIds: undefined,
                 previousDepths: undefined,
                 currentDepths: undefined,
                 warnings: undefined,

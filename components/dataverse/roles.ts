@@ -7,6 +7,8 @@ export interface RoleRow {
     _parentrootroleid_value?: string | null;
 }
 
+const ROLE_COLUMNS = "roleid,name,_businessunitid_value,_parentrootroleid_value";
+
 /** The business unit at the top of the instance's tree. */
 export async function rootBusinessUnitId(client: DataverseClient): Promise<string> {
     const rows = await client.list<{ businessunitid: string }>("businessunits", {
@@ -22,9 +24,26 @@ export async function rootBusinessUnitId(client: DataverseClient): Promise<strin
 /** The one copy of a role in a business unit (roles exist once per business unit). */
 export async function findRole(client: DataverseClient, name: string, businessUnitId: string): Promise<RoleRow> {
     const rows = await client.list<RoleRow>("roles", {
-        $select: "roleid,name,_businessunitid_value,_parentrootroleid_value",
+        $select: ROLE_COLUMNS,
         $filter: `name eq ${odataString(name)} and _businessunitid_value eq ${odataGuid(businessUnitId)}`,
     });
+    return onlyCopy(client, name, businessUnitId, rows);
+}
+
+/**
+ * The root business unit and its copy of a role. Both lookups run at once: every copy of the role is read and
+ * the root one picked, which costs one round trip instead of two in sequence.
+ */
+export async function findRootRole(client: DataverseClient, name: string): Promise<{ businessUnitId: string; role: RoleRow }> {
+    const [businessUnitId, copies] = await Promise.all([
+        rootBusinessUnitId(client),
+        client.list<RoleRow>("roles", { $select: ROLE_COLUMNS, $filter: `name eq ${odataString(name)}` }),
+    ]);
+    const inRoot = copies.filter((r) => r._businessunitid_value.toLowerCase() === businessUnitId.toLowerCase());
+    return { businessUnitId, role: onlyCopy(client, name, businessUnitId, inRoot) };
+}
+
+function onlyCopy(client: DataverseClient, name: string, businessUnitId: string, rows: RoleRow[]): RoleRow {
     if (rows.length !== 1) {
         throw new Error(
             rows.length === 0

@@ -25,8 +25,12 @@ export interface RequestLogEntry {
     path: string;
     body: unknown;
     status: number;
-    /** ms epoch */
+    /** ms epoch, when the request arrived */
     time: number;
+    /** ms epoch, when the service carried it out (after the first half of `latencyMs` and any delay fault) */
+    carriedOut?: number;
+    /** ms epoch, when its answer left (unset for a dropped connection) */
+    answered?: number;
     /** systemuserid */
     principal?: string;
 }

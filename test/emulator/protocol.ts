@@ -20,6 +20,8 @@ export interface Service {
     readonly issuedTokens: Record<string, { applicationId: string }>;
     /** How many requests running work stays in progress for. */
     readonly importPolls: number;
+    /** When set, running work finishes this long after it starts instead (see EmulatorOptions). */
+    readonly importDurationMs: number | undefined;
 }
 
 export interface Reply {

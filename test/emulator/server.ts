@@ -29,6 +29,16 @@ export interface EmulatorOptions {
      * running work one step on, as time passes for the real service whether or not anyone polls.
      */
     importPolls?: number;
+    /**
+     * When set, an import or uninstall finishes this many milliseconds after it starts, whoever polls (instead of
+     * after `importPolls` requests): the clock a real job keeps. The row's `dueAt` says when.
+     */
+    importDurationMs?: number;
+    /**
+     * Round-trip time added to every request, half before it is carried out and half before its answer leaves, as a
+     * network between the caller and the service would (e.g. for measuring how many round trips a run needs).
+     */
+    latencyMs?: number;
 }
 
 export interface Emulator {
@@ -58,6 +68,8 @@ class DataverseEmulator implements Emulator, Service {
     readonly tokens: EmulatorOptions["tokens"];
     readonly issuedTokens: Record<string, { applicationId: string }> = {};
     readonly importPolls: number;
+    readonly importDurationMs: number | undefined;
+    private readonly latencyMs: number;
     private readonly faults = new FaultPlan();
     private inFlight = 0;
     private idleWaiters: (() => void)[] = [];
@@ -69,6 +81,8 @@ class DataverseEmulator implements Emulator, Service {
     ) {
         this.tokens = options.tokens;
         this.importPolls = options.importPolls ?? 2;
+        this.importDurationMs = options.importDurationMs;
+        this.latencyMs = options.latencyMs ?? 0;
     }
 
     injectFault(match: { method?: string; path: RegExp }, on: FaultSchedule, fault: Fault): void {
@@ -145,6 +159,7 @@ class DataverseEmulator implements Emulator, Service {
             return false;
         });
 
+        if (this.latencyMs > 0) await sleep(this.latencyMs / 2);
         const fault = this.faults.next(method, path);
         if (fault?.kind === "reset") {
             req.socket.destroy();
@@ -163,6 +178,7 @@ class DataverseEmulator implements Emulator, Service {
         }
         if (fault?.kind === "delay") await sleep(fault.ms);
         if (fault?.kind === "hold") await fault.until.catch(() => undefined);
+        entry.carriedOut = Date.now();
         // The service keeps working between requests: each request moves every running operation one step on.
         for (const op of this.state.asyncOperations) advance(this, op);
         advanceDirectorySync(this);
@@ -185,6 +201,8 @@ class DataverseEmulator implements Emulator, Service {
             req.socket.destroy();
             return;
         }
+        if (this.latencyMs > 0) await sleep(this.latencyMs / 2);
+        entry.answered = Date.now();
         const headers: Record<string, string> = { "OData-Version": "4.0", ...reply.headers };
         if (reply.body === undefined) {
             res.writeHead(reply.status, headers);

@@ -179,6 +179,7 @@ export function newOperation(svc: Service, id: string, name: string, caller: Cal
         operationtype: pending.kind === "import" ? 54 : null,
         createdby: caller.user.systemuserid,
         pollsRemaining: svc.importPolls,
+        ...(svc.importDurationMs === undefined ? {} : { dueAt: Date.now() + svc.importDurationMs }),
         pending,
     };
 }
@@ -191,8 +192,9 @@ export function newOperation(svc: Service, id: string, name: string, caller: Cal
 export function advance(svc: Service, op: AsyncOperationRow): void {
     if (op.statecode === 3 || op.pending === null) return;
     const job = jobFor(svc, op);
-    if (op.pollsRemaining > 0) {
-        op.pollsRemaining--;
+    const running = op.dueAt === undefined ? op.pollsRemaining > 0 : Date.now() < op.dueAt;
+    if (running) {
+        op.pollsRemaining = Math.max(0, op.pollsRemaining - 1);
         op.statecode = 2;
         op.statuscode = 20;
         if (job !== undefined) job.progress = Math.min(90, job.progress + 30);
@@ -203,7 +205,8 @@ export function advance(svc: Service, op: AsyncOperationRow): void {
     op.statuscode = failure === null ? 30 : 31;
     op.message = failure;
     op.friendlymessage = failure;
-    op.completedon = nowIso();
+    // A timed job finished at its due time, even when no request came by at that moment.
+    op.completedon = op.dueAt === undefined ? nowIso() : new Date(op.dueAt).toISOString().replace(/\.\d{3}Z$/, "Z");
     if (job !== undefined) {
         job.progress = 100;
         job.completedon = op.completedon;

@@ -99,6 +99,8 @@ export interface AsyncOperationRow {
     createdby: string | null;
     /** GETs still to answer "in progress" before the work is applied. */
     pollsRemaining: number;
+    /** ms epoch the work finishes at, when the emulator runs jobs by the clock (`importDurationMs`). */
+    dueAt?: number;
     pending: PendingWork | null;
 }
 
