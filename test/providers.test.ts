@@ -333,7 +333,20 @@ describe("ApplicationUser", () => {
             "PATCH systemusers(" + state.id + ")",
             "DELETE systemusers(" + state.id + ")",
             "DELETE systemusers(" + state.id + ")",
+            // The second destroy's disabling PATCH answers 404 (the user is gone): nothing else is sent.
+            "PATCH systemusers(" + state.id + ")",
         ]);
+        expect(emulator.requests.at(-1)?.status).toBe(404);
+    });
+
+    it("finishes a destroy that a crash left with the user soft-deleted", async () => {
+        const engine = engineFor("ApplicationUser");
+        const { state } = await engine.up(inputs());
+        const user = emulator.state.systemUsers.find((u) => u.systemuserid === state.id)!;
+        user.isdisabled = true;
+        user.deletedstate = 1;
+        await engine.destroy(state);
+        expect(emulator.state.systemUsers.filter((u) => u.applicationid === APP_ID)).toEqual([]);
     });
 
     it("finishes a destroy when records the user owns keep it from being purged", async () => {

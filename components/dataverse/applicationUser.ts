@@ -220,14 +220,22 @@ export const applicationUserProvider: pulumi.dynamic.ResourceProvider = {
 
     async delete(id: string, props: ApplicationUserOutputs) {
         const client = sharedClient(props.instanceUrl);
-        const row = await ignoreNotFound(client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS }));
-        if (!row) return;
-        // Only a disabled application user can be deleted; the first DELETE soft-deletes, the second removes it.
-        if (!row.isdisabled && !isSoftDeleted(row)) {
+        // Only a disabled application user can be deleted. Disabling without reading first saves a round trip: a user
+        // already gone answers 404, and one that a crashed destroy left soft-deleted is read and finished instead.
+        try {
             await client.update("systemusers", id, { isdisabled: true });
+        } catch (err) {
+            if (isNotFound(err)) return;
+            const row = await ignoreNotFound(client.get<SystemUserRow>(`systemusers(${odataGuid(id)})`, { $select: USER_COLUMNS }));
+            if (!row) return;
+            if (!isSoftDeleted(row)) throw err;
+            return purgeOrKeep(client, id);
         }
-        if (!isSoftDeleted(row) && (await ignoreNotFound(client.remove("systemusers", id).then(() => true))) === undefined) {
-            return;
+        // The first DELETE soft-deletes (or, on a row already soft-deleted, removes it), the second removes it for good.
+        try {
+            if ((await ignoreNotFound(client.remove("systemusers", id).then(() => true))) === undefined) return;
+        } catch (err) {
+            if (!(err instanceof DataverseError && err.hasCode(ErrorCodes.userOwnsRecords))) throw err;
         }
         await purgeOrKeep(client, id);
     },
