@@ -96,11 +96,14 @@ export function nextPollDelay(policy: PollingPolicy, elapsedMs: number): number 
 export async function poll<T>(policy: PollingPolicy, deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
     const started = Date.now();
     for (;;) {
+        const sent = Date.now();
         const result = await probe();
         if (result !== undefined) return result;
         const now = Date.now();
         if (now >= deadline) return undefined;
-        await sleep(Math.min(nextPollDelay(policy, now - started), deadline - now));
+        // The pace is between reads sent, not from each answer: a slow answer does not delay the next read further.
+        const wait = nextPollDelay(policy, sent - started) - (now - sent);
+        await sleep(Math.max(0, Math.min(wait, deadline - now)));
     }
 }
 
