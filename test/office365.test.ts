@@ -20,7 +20,8 @@ import { directoryUser } from "./emulator/graph";
 import type { DirectoryUserRow } from "./emulator/graphState";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
-import type { MockProgramReport, Registration } from "./support/mockProgram";
+import { registrationsOf } from "./support/registrations";
+import type { MockProgramReport } from "./support/mockProgram";
 import { MOCK_PASSWORD, MOCK_SKU_ID, MOCK_USER_OBJECT_ID, UNKNOWN_OUTPUT } from "./support/pulumiMocks";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 import { GraphClient, GraphError, graphClientFromEnvironment } from "../components/graph/client";
@@ -41,17 +42,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 describe("authMethod office365 under mocks", () => {
     let report: MockProgramReport;
-    const byName = (name: string): Registration => {
-        const found = report.registrations.find((r) => r.name === name);
-        if (!found) throw new Error(`${name} was not declared`);
-        return found;
-    };
-    const dependsOn = (name: string) => {
-        const r = byName(name);
-        return [...new Set([...r.dependencies, ...Object.values(r.propertyDependencies).flat()])]
-            .map((urn) => urn.split("::").pop())
-            .sort();
-    };
+    const { byName, dependsOn } = registrationsOf(() => report);
 
     beforeAll(async () => {
         report = await runMockProgram(OFFICE365_CONFIG, true);

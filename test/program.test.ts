@@ -2,6 +2,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/pulumiMocks";
+import { registrationsOf } from "./support/registrations";
 import { runMockProgram } from "./support/providerHost";
 import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
@@ -25,17 +26,7 @@ async function loadProgram(config: Record<string, string>): Promise<Program> {
 
 describe("the program (index.ts)", () => {
     let report: MockProgramReport;
-    const byName = (name: string): Registration => {
-        const found = report.registrations.find((r) => r.name === name);
-        if (!found) throw new Error(`${name} was not declared`);
-        return found;
-    };
-    const dependsOn = (name: string) => {
-        const r = byName(name);
-        return [...new Set([...r.dependencies, ...Object.values(r.propertyDependencies).flat()])]
-            .map((urn) => urn.split("::").pop())
-            .sort();
-    };
+    const { byName, dependsOn } = registrationsOf(() => report);
 
     beforeAll(async () => {
         report = await runMockProgram(stackConfig("dev"));
