@@ -700,6 +700,19 @@ describe("RoleAssignment and RolePrivileges", () => {
         );
         expect(writesSince(mark)).toEqual([]);
     });
+
+    it("refuses an update that adds an unknown privilege before any of it is written", async () => {
+        const engine = engineFor("RolePrivileges");
+        const { state } = await engine.up(privileges());
+        const mark = emulator.requests.length;
+        const raisedAndUnknown = [
+            ...GUIDE_ROLE_PRIVILEGES.map((g) => (g.name === "prvReadUserEntityUISettings" ? { ...g, depth: "Local" as const } : g)),
+            { name: "prvDoesNotExist", depth: "Basic" as const },
+        ];
+        await expect(engine.up(privileges(raisedAndUnknown), state)).rejects.toThrow(/No such privilege on .*: prvDoesNotExist/);
+        expect(writesSince(mark)).toEqual([]);
+        expect(depthOf(leadWriterRole()!.roleid, "prvReadUserEntityUISettings")).toBe("Basic");
+    });
 });
 
 describe("RolePrivileges round trips", () => {
