@@ -350,6 +350,13 @@ describe("npm run validate, Office 365 method", () => {
             expectNoPassword(result.stdout + result.stderr);
         }, 60_000);
 
+        it("refuses the other method's flag instead of ignoring it", async () => {
+            const result = await validate(["--stack-outputs", "-", "--app-id", randomUUID()], { stdin: stackOutputs() });
+            expect(result.code).toBe(2);
+            expect(result.stderr).toMatch(/^--app-id does not apply to the "Office 365" sign-in method/);
+            expect(identity.requests).toEqual([]);
+        }, 60_000);
+
         it("names a masked password, a malformed user name and a tenant that takes no password sign-in", async () => {
             const masked = await validate(["--stack-outputs", "-", "--tenant-id", "common"], {
                 stdin: stackOutputs({ password: "[secret]", userName: "lead-writer" }),
