@@ -1,22 +1,38 @@
 /**
  * `npm run validate -- --stack-outputs <file|-> [--instance-url <url>] [--app-id <guid>] [--tenant-id <guid>]
- *  [--keep] [--json]`
+ *  [--user-name <upn>] [--client-id <guid>] [--keep] [--json]`
  *
- * Does what Partner Center's "Validate" button does: signs in as the lead-writing app and writes a test lead into
- * the instance, then deletes it with the deploying identity (DefaultAzureCredential or DATAVERSE_TOKEN) unless
- * --keep. The client secret comes only from the stack outputs (`pulumi stack output --json --show-secrets`) or
- * from LEAD_WRITER_CLIENT_SECRET, never from a flag, which would leave it in shell history and process lists.
+ * Does what Partner Center's "Validate" button does: signs in as the lead service would (the lead-writing app, or on
+ * the Office 365 method the service account with its password) and writes a test lead into the instance, then
+ * deletes it with the deploying identity (DefaultAzureCredential or DATAVERSE_TOKEN) unless --keep. The method is the
+ * stack outputs' `authenticationMethod` ("Office 365" or "Azure Active Directory"); without one, --user-name picks the
+ * Office 365 method. The client secret comes only from the stack outputs (`pulumi stack output --json --show-secrets`)
+ * or LEAD_WRITER_CLIENT_SECRET, the password only from the stack outputs or LEAD_WRITER_PASSWORD, never from a flag,
+ * which would leave it in shell history and process lists.
  *
  * Exit codes: 0 the lead landed; 2 usage; one per failure class (see EXIT_CODES in components/validation/leadCheck.ts).
  */
 import * as fs from "fs";
 import { isGuid, normaliseInstanceUrl } from "../components/config";
 import { clientFromEnvironment } from "../components/dataverse/client";
-import { EXIT_CODES, LeadCheckError, LeadCheckTarget, runLeadCheck, summaryLine } from "../components/validation/leadCheck";
+import {
+    DATAVERSE_PUBLIC_CLIENT_ID,
+    EXIT_CODES,
+    LeadCheckError,
+    LeadCheckTarget,
+    runLeadCheck,
+    summaryLine,
+} from "../components/validation/leadCheck";
 
 const USAGE =
-    "usage: npm run validate -- --stack-outputs <file|-> [--instance-url <url>] [--app-id <guid>] [--tenant-id <guid>] [--keep] [--json]\n" +
-    "       the client secret comes from the stack outputs (clientSecret) or LEAD_WRITER_CLIENT_SECRET";
+    "usage: npm run validate -- --stack-outputs <file|-> [--instance-url <url>] [--app-id <guid>] [--tenant-id <guid>]\n" +
+    "                           [--user-name <upn>] [--client-id <guid>] [--keep] [--json]\n" +
+    "       the client secret comes from the stack outputs (clientSecret) or LEAD_WRITER_CLIENT_SECRET,\n" +
+    "       the Office 365 service account's password from the stack outputs (password) or LEAD_WRITER_PASSWORD";
+
+// Partner Center's names for the two methods, as the stack outputs carry them (authenticationMethod).
+const AZURE_AD_METHOD = "Azure Active Directory";
+const OFFICE_365_METHOD = "Office 365";
 
 const USAGE_EXIT_CODE = 2;
 
@@ -27,17 +43,21 @@ interface Arguments {
     instanceUrl?: string;
     appId?: string;
     tenantId?: string;
+    userName?: string;
+    clientId?: string;
     keep: boolean;
     json: boolean;
 }
 
 function parseArguments(argv: string[]): Arguments {
     const args: Arguments = { keep: false, json: false };
-    const valued: Record<string, "stackOutputs" | "instanceUrl" | "appId" | "tenantId"> = {
+    const valued: Record<string, "stackOutputs" | "instanceUrl" | "appId" | "tenantId" | "userName" | "clientId"> = {
         "--stack-outputs": "stackOutputs",
         "--instance-url": "instanceUrl",
         "--app-id": "appId",
         "--tenant-id": "tenantId",
+        "--user-name": "userName",
+        "--client-id": "clientId",
     };
     for (let i = 0; i < argv.length; i++) {
         const [flag, inline] = argv[i].startsWith("--") && argv[i].includes("=") ? argv[i].split(/=(.*)/s, 2) : [argv[i], undefined];
@@ -46,6 +66,13 @@ function parseArguments(argv: string[]): Arguments {
                 `${flag} is not accepted: a secret on the command line ends up in shell history and process lists. ` +
                     "Pass the stack outputs (pulumi stack output --json --show-secrets | npm run validate -- --stack-outputs -) " +
                     "or set LEAD_WRITER_CLIENT_SECRET.",
+            );
+        }
+        if (/^--(password|passwd|pwd|pass)$/i.test(flag)) {
+            throw new UsageError(
+                `${flag} is not accepted: a password on the command line ends up in shell history and process lists. ` +
+                    "Pass the stack outputs (pulumi stack output --json --show-secrets | npm run validate -- --stack-outputs -) " +
+                    "or set LEAD_WRITER_PASSWORD.",
             );
         }
         if (flag === "--keep") args.keep = true;
@@ -83,9 +110,34 @@ function readStackOutputs(source: string): Record<string, unknown> {
     return parsed as Record<string, unknown>;
 }
 
+/** The sign-in method: the stack outputs' `authenticationMethod`, or without one, Office 365 when --user-name is given. */
+function signInMethod(args: Arguments, outputs: Record<string, unknown>): typeof AZURE_AD_METHOD | typeof OFFICE_365_METHOD {
+    const method = outputs.authenticationMethod;
+    if (method === undefined) return args.userName !== undefined ? OFFICE_365_METHOD : AZURE_AD_METHOD;
+    if (method !== AZURE_AD_METHOD && method !== OFFICE_365_METHOD) {
+        throw new UsageError(`authenticationMethod: ${JSON.stringify(method)} is neither "${AZURE_AD_METHOD}" nor "${OFFICE_365_METHOD}"`);
+    }
+    return method;
+}
+
+/** Refuses a flag of the other method, which would otherwise be silently ignored. */
+function refuseOtherMethodsFlags(args: Arguments, method: string): void {
+    const otherMethods: [string, string | undefined][] =
+        method === OFFICE_365_METHOD
+            ? [["--app-id", args.appId]]
+            : [
+                  ["--user-name", args.userName],
+                  ["--client-id", args.clientId],
+              ];
+    const misplaced = otherMethods.find(([, value]) => value !== undefined);
+    if (misplaced) throw new UsageError(`${misplaced[0]} does not apply to the "${method}" sign-in method`);
+}
+
 /** The target from flags, stack outputs and the environment, each field checked before any network call. */
 function resolveTarget(args: Arguments, env: NodeJS.ProcessEnv): LeadCheckTarget {
     const outputs = args.stackOutputs ? readStackOutputs(args.stackOutputs) : {};
+    const method = signInMethod(args, outputs);
+    refuseOtherMethodsFlags(args, method);
     const field = (flag: string | undefined, output: string, flagName: string): string => {
         const value = flag ?? outputs[output];
         if (typeof value !== "string" || value.trim() === "") {
@@ -106,27 +158,63 @@ function resolveTarget(args: Arguments, env: NodeJS.ProcessEnv): LeadCheckTarget
         if (!isGuid(v)) throw new Error(`"${v}" is not a GUID`);
         return v.toLowerCase();
     };
+    const secretOf = (output: string, variable: string): string => {
+        const secret = outputs[output] ?? env[variable];
+        if (secret === "[secret]") {
+            // What `pulumi stack output --json` prints without --show-secrets: signing in with it could only fail.
+            problems.push(`${output}: the stack outputs hold the masked value "[secret]"; run 'pulumi stack output --json --show-secrets'`);
+        } else if (typeof secret !== "string" || secret.trim() === "") {
+            problems.push(
+                `${output}: not in the stack outputs (add --show-secrets to 'pulumi stack output --json') and ${variable} is not set`,
+            );
+        } else {
+            return secret.trim();
+        }
+        return "";
+    };
+    if (method === OFFICE_365_METHOD) {
+        const userName = checked("userName", () => field(args.userName, "userName", "--user-name"), userPrincipalName);
+        const target: LeadCheckTarget = {
+            kind: "serviceAccount",
+            instanceUrl: checked("instanceUrl", () => field(args.instanceUrl, "instanceUrl", "--instance-url"), normaliseInstanceUrl),
+            userName,
+            // The UPN's domain names the account's tenant; a password sign-in cannot go to "common".
+            tenantId:
+                args.tenantId !== undefined || userName !== ""
+                    ? checked("tenantId", () => args.tenantId ?? userName.split("@")[1], passwordSignInTenant)
+                    : "",
+            clientId: checked("clientId", () => args.clientId ?? DATAVERSE_PUBLIC_CLIENT_ID, guid),
+            password: secretOf("password", "LEAD_WRITER_PASSWORD"),
+        };
+        if (problems.length > 0) throw new UsageError(problems.join("\n"));
+        return target;
+    }
     const target: LeadCheckTarget = {
         instanceUrl: checked("instanceUrl", () => field(args.instanceUrl, "instanceUrl", "--instance-url"), normaliseInstanceUrl),
         applicationId: checked("applicationId", () => field(args.appId, "applicationId", "--app-id"), guid),
         tenantId: checked("directoryId", () => field(args.tenantId, "directoryId", "--tenant-id"), guid),
         clientSecret: "",
     };
-    const secret = outputs.clientSecret ?? env.LEAD_WRITER_CLIENT_SECRET;
-    if (secret === "[secret]") {
-        // What `pulumi stack output --json` prints without --show-secrets: signing in with it could only fail.
-        problems.push(
-            "clientSecret: the stack outputs hold the masked value \"[secret]\"; run 'pulumi stack output --json --show-secrets'",
-        );
-    } else if (typeof secret !== "string" || secret.trim() === "") {
-        problems.push(
-            "clientSecret: not in the stack outputs (add --show-secrets to 'pulumi stack output --json') and LEAD_WRITER_CLIENT_SECRET is not set",
-        );
-    } else {
-        target.clientSecret = secret.trim();
-    }
+    target.clientSecret = secretOf("clientSecret", "LEAD_WRITER_CLIENT_SECRET");
     if (problems.length > 0) throw new UsageError(problems.join("\n"));
     return target;
+}
+
+/** `name@domain`, as Partner Center's "User name" and a password sign-in expect. */
+function userPrincipalName(value: string): string {
+    if (!/^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(value)) throw new Error(`"${value}" is not a user principal name (name@domain)`);
+    return value;
+}
+
+/** A tenant id, a domain or "organizations": what a password sign-in takes (not "common" or "consumers"). */
+function passwordSignInTenant(value: string): string {
+    if (value === "") throw new Error("no tenant: pass --tenant-id");
+    if (/^(common|consumers)$/i.test(value)) {
+        throw new Error(`"${value}" takes no password sign-in; pass the directory id, a domain of the tenant or "organizations"`);
+    }
+    if (isGuid(value)) return value.toLowerCase();
+    if (!/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(value)) throw new Error(`"${value}" is neither a GUID nor a domain name`);
+    return value.toLowerCase();
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -4,9 +4,9 @@
  */
 import type http from "node:http";
 import { ODataError } from "./odata";
-import { ADMIN_USER_ID } from "./state";
+import { ADMIN_USER_ID, type SystemUserRow } from "./state";
 import { ACCESS_TOKEN_EXPIRED, USER_DISABLED, USER_NOT_MEMBER_OF_ORG } from "./errors";
-import { type Caller, type Reply, type Service, odataContext } from "./protocol";
+import { type Caller, type Reply, type Service, type TokenPrincipal, odataContext } from "./protocol";
 
 // contract: Requests and errors — 401 for a missing or rejected token; Tokens — app-only access is authorised
 // by the application user.
@@ -18,7 +18,7 @@ export function authenticate(svc: Service, req: http.IncomingMessage): Caller {
     });
     if (!match) throw unauthorized;
     const token = match[1];
-    let principal: { applicationId: string } | "admin" = "admin";
+    let principal: TokenPrincipal | "admin" = "admin";
     if (Object.prototype.hasOwnProperty.call(svc.issuedTokens, token)) {
         principal = svc.issuedTokens[token];
     } else if (svc.tokens !== undefined) {
@@ -29,8 +29,9 @@ export function authenticate(svc: Service, req: http.IncomingMessage): Caller {
     const user =
         principal === "admin"
             ? svc.state.systemUsers.find((u) => u.systemuserid === ADMIN_USER_ID && u.deletedstate === 0)
-            : svc.state.systemUsers.find((u) => u.applicationid === principal.applicationId.toLowerCase() && u.deletedstate === 0);
-    // A token for an app without an application user is valid at Entra but unknown to the environment.
+            : userOf(svc, principal);
+    // A token for an app without an application user (or a user Dataverse has not synchronised) is valid at Entra but
+    // unknown to the environment.
     if (user === undefined) throw new ODataError(403, USER_NOT_MEMBER_OF_ORG, "The user is not a member of the organization.");
     if (user.isdisabled) {
         // UNCONFIRMED status (403 chosen) and code; message per Microsoft Learn "Disabled users cannot access the
@@ -42,6 +43,15 @@ export function authenticate(svc: Service, req: http.IncomingMessage): Caller {
         );
     }
     return { user };
+}
+
+/** A user's token acts as the systemuser synchronised from that directory user; an app's as its application user. */
+function userOf(svc: Service, principal: TokenPrincipal): SystemUserRow | undefined {
+    const { objectId } = principal;
+    if (objectId !== undefined) {
+        return svc.state.systemUsers.find((u) => u.azureactivedirectoryobjectid.toLowerCase() === objectId && u.deletedstate === 0);
+    }
+    return svc.state.systemUsers.find((u) => u.applicationid === principal.applicationId.toLowerCase() && u.deletedstate === 0);
 }
 
 export function principalOf(svc: Service, req: http.IncomingMessage): string | undefined {

@@ -9,7 +9,14 @@
  *   401 `invalid_client` AADSTS7000215, an expired one AADSTS7000222, an app unknown in the tenant 400
  *   `unauthorized_client` AADSTS700016, an unknown tenant 400 AADSTS90002. A token answer carries `expires_in`
  *   (without it MSAL treats the token as expired and asks again on every call).
- * - Every token issued is reported to `onTokenIssued`, so that the Dataverse emulator knows which app it identifies.
+ * - The same endpoint, resource-owner password grant (`UsernamePasswordCredential`): `<tenant>` is the tenant id, a
+ *   domain of its users or `organizations` (the user's domain then names the tenant); the client must be a known
+ *   public client. Errors are 400 `invalid_grant` with the code Entra gives (contract: Identity platform errors):
+ *   AADSTS50034 unknown user, AADSTS50126 wrong password, AADSTS50057 disabled, AADSTS50053 locked, AADSTS50055
+ *   password expired, AADSTS50076 MFA required, AADSTS53003 blocked by Conditional Access. A token answer also
+ *   carries `client_info` and an (unsigned) `id_token`, from which MSAL builds its account.
+ * - Every token issued is reported to `onTokenIssued`, so that the Dataverse emulator knows which app or user it
+ *   identifies.
  *
  * Test use only: the key and certificate live in a temporary folder removed on close.
  */
@@ -23,10 +30,16 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 
-/** What a token says about its holder; the Dataverse emulator maps it to the app's application user. */
+/**
+ * What a token says about its holder; the Dataverse emulator maps an app-only token to the app's application user,
+ * a user's token to the systemuser synchronised from that user (`azureactivedirectoryobjectid`).
+ */
 export interface IssuedToken {
     tenantId: string;
+    /** The client the token was issued to (for a user's token, the public client that signed in). */
     applicationId: string;
+    /** The signed-in user's object id (`oid`); absent for an app-only token. */
+    objectId?: string;
     /** The resource the token is for, e.g. `https://contoso.crm.dynamics.com`. */
     audience: string;
 }
@@ -43,7 +56,7 @@ export interface IdentityPlatformOptions {
 export interface TokenRequestLogEntry {
     method: string;
     path: string;
-    /** The form fields of a token request, the secret left out. */
+    /** The form fields of a token request, the client secret and the password left out. */
     form?: Record<string, string>;
     status: number;
 }
@@ -56,10 +69,36 @@ export interface IdentityPlatform {
     requests: TokenRequestLogEntry[];
     /** Registers an app in a tenant with one client secret; `expired` makes that secret answer AADSTS7000222. */
     registerApp(app: { tenantId: string; applicationId: string; secret: string; expired?: boolean }): void;
-    /** Forgets every registered app. */
+    /**
+     * Registers a directory user who may sign in with a password. Each flag makes the sign-in fail as Entra would:
+     * `mfaRequired` AADSTS50076, `blockedByConditionalAccess` AADSTS53003, `disabled` AADSTS50057, `locked`
+     * AADSTS50053, `passwordExpired` AADSTS50055.
+     */
+    registerUser(user: RegisteredUser): void;
+    /** Lets password sign-ins through another public client than Microsoft's Dataverse sample client. */
+    registerPublicClient(clientId: string): void;
+    /** Forgets every registered app, user and added public client. */
     reset(): void;
     close(): Promise<void>;
 }
+
+export interface RegisteredUser {
+    tenantId: string;
+    userPrincipalName: string;
+    password: string;
+    objectId: string;
+    mfaRequired?: boolean;
+    blockedByConditionalAccess?: boolean;
+    disabled?: boolean;
+    locked?: boolean;
+    passwordExpired?: boolean;
+}
+
+/** Microsoft's public client for Dataverse samples and tools, known in every tenant. */
+export const DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID = "51f81489-12ee-4a9e-aaae-a2591f45987d";
+
+// Never written to the request log.
+const SECRET_FIELDS = ["client_secret", "password"];
 
 interface RegisteredSecret {
     value: string;
@@ -124,6 +163,8 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
     const { keyPath, certPath } = await makeCertificate(dir);
     // tenant → application id → its secrets
     const tenants = new Map<string, Map<string, RegisteredSecret[]>>();
+    const users: RegisteredUser[] = [];
+    const publicClients = new Set<string>([DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID]);
     const requests: TokenRequestLogEntry[] = [];
     let authorityHost = "";
 
@@ -149,6 +190,7 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
     }
 
     function token(tenant: string, form: URLSearchParams): { status: number; body: unknown } {
+        if (form.get("grant_type") === "password") return passwordGrant(tenant, form);
         if (form.get("grant_type") !== "client_credentials") {
             return oauthError(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
         }
@@ -206,6 +248,109 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
         };
     }
 
+    /** The tenant a password sign-in goes to: its id, one of its users' domains, or `organizations` (the user's). */
+    function userTenant(tenant: string, userName: string): string | undefined {
+        const lower = tenant.toLowerCase();
+        const domainOf = (upn: string) => upn.split("@")[1]?.toLowerCase();
+        if (lower === "organizations") return users.find((u) => domainOf(u.userPrincipalName) === domainOf(userName))?.tenantId;
+        if (tenants.has(lower) || users.some((u) => u.tenantId === lower)) return lower;
+        return users.find((u) => domainOf(u.userPrincipalName) === lower)?.tenantId;
+    }
+
+    function passwordGrant(tenant: string, form: URLSearchParams): { status: number; body: unknown } {
+        const clientId = (form.get("client_id") ?? "").toLowerCase();
+        const userName = form.get("username") ?? "";
+        const scopes = (form.get("scope") ?? "").split(" ").filter((s) => s.length > 0);
+        const tenantId = userTenant(tenant, userName);
+        if (!tenantId) return oauthError(400, "invalid_request", 90002, `Tenant '${tenant}' not found.`);
+        if (!publicClients.has(clientId)) {
+            return oauthError(
+                400,
+                "unauthorized_client",
+                700016,
+                `Application with identifier '${clientId}' was not found in the directory '${tenant}'.`,
+            );
+        }
+        const user = users.find((u) => u.tenantId === tenantId && u.userPrincipalName.toLowerCase() === userName.toLowerCase());
+        if (!user) {
+            return oauthError(
+                400,
+                "invalid_grant",
+                50034,
+                `The user account {EUII Hidden} does not exist in the ${tenantId} directory. To sign into this application, the account must be added to the directory.`,
+            );
+        }
+        if (user.locked) {
+            return oauthError(
+                400,
+                "invalid_grant",
+                50053,
+                "The account is locked, you've tried to sign in too many times with an incorrect user ID or password.",
+            );
+        }
+        if (form.get("password") !== user.password) {
+            return oauthError(400, "invalid_grant", 50126, "Error validating credentials due to invalid username or password.");
+        }
+        if (user.disabled) return oauthError(400, "invalid_grant", 50057, "The user account is disabled.");
+        if (user.passwordExpired) return oauthError(400, "invalid_grant", 50055, "The password is expired.");
+        const resource = scopes.find((s) => s.endsWith("/.default"));
+        if (user.blockedByConditionalAccess) {
+            return oauthError(
+                400,
+                "invalid_grant",
+                53003,
+                "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+            );
+        }
+        if (user.mfaRequired) {
+            return oauthError(
+                400,
+                "invalid_grant",
+                50076,
+                `Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '${resource ?? ""}'.`,
+            );
+        }
+        if (!resource) {
+            return oauthError(400, "invalid_scope", 70011, `The provided value for the input parameter 'scope' isn't valid.`);
+        }
+        const accessToken = `emulated-${randomBytes(24).toString("base64url")}`;
+        const expiresIn = options.expiresInSeconds ?? 3599;
+        const now = Math.floor(Date.now() / 1000);
+        const claims = {
+            aud: clientId,
+            iss: `${authorityHost}/${tenantId}/v2.0`,
+            iat: now,
+            nbf: now,
+            exp: now + expiresIn,
+            oid: user.objectId,
+            sub: user.objectId,
+            tid: tenantId,
+            preferred_username: user.userPrincipalName,
+            name: user.userPrincipalName.split("@")[0],
+            ver: "2.0",
+        };
+        const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+        options.onTokenIssued?.(accessToken, {
+            tenantId,
+            applicationId: clientId,
+            objectId: user.objectId,
+            audience: resource.slice(0, -"/.default".length),
+        });
+        return {
+            status: 200,
+            body: {
+                token_type: "Bearer",
+                scope: scopes.filter((s) => s.endsWith("/.default")).join(" "),
+                expires_in: expiresIn,
+                ext_expires_in: expiresIn,
+                access_token: accessToken,
+                // Not signed: MSAL reads these claims for its account cache and does not verify them.
+                id_token: `${encode({ typ: "JWT", alg: "none" })}.${encode(claims)}.`,
+                client_info: encode({ uid: user.objectId, utid: tenantId }),
+            },
+        };
+    }
+
     async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
         const method = (req.method ?? "GET").toUpperCase();
         const url = new URL(req.url ?? "/", authorityHost);
@@ -218,7 +363,7 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
             reply = { status: 200, body: metadata(openId[1]) };
         } else if (tokenPath && method === "POST") {
             const form = await readForm(req);
-            entry.form = Object.fromEntries([...form].filter(([k]) => k !== "client_secret"));
+            entry.form = Object.fromEntries([...form].filter(([k]) => !SECRET_FIELDS.includes(k)));
             reply = token(tokenPath[1], form);
         } else {
             reply = oauthError(404, "invalid_request", 90011, `No such endpoint: ${method} ${url.pathname}.`);
@@ -253,8 +398,23 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
             tenants.set(tenant, apps);
             apps.set(app.applicationId.toLowerCase(), [{ value: app.secret, expired: app.expired ?? false }]);
         },
+        registerUser(user) {
+            const registered = { ...user, tenantId: user.tenantId.toLowerCase(), objectId: user.objectId.toLowerCase() };
+            const existing = users.findIndex(
+                (u) =>
+                    u.tenantId === registered.tenantId && u.userPrincipalName.toLowerCase() === registered.userPrincipalName.toLowerCase(),
+            );
+            if (existing >= 0) users.splice(existing, 1);
+            users.push(registered);
+        },
+        registerPublicClient(clientId) {
+            publicClients.add(clientId.toLowerCase());
+        },
         reset() {
             tenants.clear();
+            users.length = 0;
+            publicClients.clear();
+            publicClients.add(DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID);
         },
         close() {
             return new Promise((resolve, reject) => {

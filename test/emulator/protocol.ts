@@ -7,6 +7,12 @@ import { badSegment, methodNotAllowed } from "./errors";
 import { BAD_SEGMENT_CODE, ODataError, parseSelect, project, type EntityShape, type JsonRecord } from "./odata";
 import type { EmulatorState, SystemUserRow } from "./state";
 
+/** Who an issued token stands for: an app, or (with `objectId`) a directory user signed in through a client. */
+export interface TokenPrincipal {
+    applicationId: string;
+    objectId?: string;
+}
+
 /** The running emulator as its areas see it: the data, where it listens, and how it is configured. */
 export interface Service {
     readonly state: EmulatorState;
@@ -16,8 +22,8 @@ export interface Service {
     readonly baseUrl: string;
     /** Accepted bearer tokens (see EmulatorOptions.tokens); undefined = any token is the administrator. */
     readonly tokens: Record<string, { applicationId: string } | "admin"> | undefined;
-    /** Tokens the identity platform (identityPlatform.ts) issued, each for one app; accepted whatever `tokens` says. */
-    readonly issuedTokens: Record<string, { applicationId: string }>;
+    /** Tokens the identity platform (identityPlatform.ts) issued, each for one app or user; accepted whatever `tokens` says. */
+    readonly issuedTokens: Record<string, TokenPrincipal>;
     /** How many requests running work stays in progress for. */
     readonly importPolls: number;
     /** When set, running work finishes this long after it starts instead (see EmulatorOptions). */

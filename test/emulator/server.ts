@@ -9,7 +9,7 @@ import { authenticate, principalOf } from "./auth";
 import { badSegment, PAYLOAD_ERROR } from "./errors";
 import { FaultPlan, faultReply, sleep, type Fault, type FaultSchedule, type RequestLogEntry } from "./faults";
 import { ODataError } from "./odata";
-import { parseSegment, readBody, safeDecode, type Reply, type Service } from "./protocol";
+import { parseSegment, readBody, safeDecode, type Reply, type Service, type TokenPrincipal } from "./protocol";
 import { route } from "./routes";
 import { advanceDirectorySync, GRAPH_PATH, routeGraph } from "./graph";
 import { advance } from "./solutions";
@@ -53,8 +53,11 @@ export interface Emulator {
     /** Resolves once no request is being worked on (held or delayed ones included). */
     whenIdle(): Promise<void>;
     registerApplication(applicationId: string, opts?: { visibleAfter?: number }): void;
-    /** Accepts a token the identity platform issued to an app (see identityPlatform.ts `onTokenIssued`). */
-    acceptToken(token: string, principal: { applicationId: string }): void;
+    /**
+     * Accepts a token the identity platform issued (see identityPlatform.ts `onTokenIssued`): a user's token (with
+     * `objectId`) acts as the systemuser synchronised from that user, an app-only token as the app's application user.
+     */
+    acceptToken(token: string, principal: TokenPrincipal): void;
     close(): Promise<void>;
 }
 
@@ -66,7 +69,7 @@ class DataverseEmulator implements Emulator, Service {
     origin = "";
     baseUrl = "";
     readonly tokens: EmulatorOptions["tokens"];
-    readonly issuedTokens: Record<string, { applicationId: string }> = {};
+    readonly issuedTokens: Record<string, TokenPrincipal> = {};
     readonly importPolls: number;
     readonly importDurationMs: number | undefined;
     private readonly latencyMs: number;
@@ -111,8 +114,10 @@ class DataverseEmulator implements Emulator, Service {
         this.state.knownApplications[applicationId.toLowerCase()] = { failuresBeforeVisible: opts?.visibleAfter ?? 0 };
     }
 
-    acceptToken(token: string, principal: { applicationId: string }): void {
-        this.issuedTokens[token] = { applicationId: principal.applicationId.toLowerCase() };
+    acceptToken(token: string, principal: TokenPrincipal): void {
+        this.issuedTokens[token] = principal.objectId
+            ? { applicationId: principal.applicationId.toLowerCase(), objectId: principal.objectId.toLowerCase() }
+            : { applicationId: principal.applicationId.toLowerCase() };
     }
 
     close(): Promise<void> {

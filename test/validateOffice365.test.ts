@@ -1,0 +1,426 @@
+/**
+ * `npm run validate` on the Office 365 method: the service account signs in with its password through the real
+ * `@azure/identity` UsernamePasswordCredential (resource-owner password grant) against the emulated identity platform,
+ * and writes its test lead as the Dataverse user synchronised from that account.
+ *
+ * Child processes only where the process boundary matters (NODE_EXTRA_CA_CERTS is read when a process starts): the
+ * script end to end, its exit code for one failure class, and its refusals. The other failure classes run through the
+ * lead check core in ONE child (test/support/leadCheckRunner.ts), each against its own account.
+ */
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import * as fs from "node:fs";
+import https from "node:https";
+import * as path from "node:path";
+import {
+    createInitialState,
+    Emulator,
+    LEAD_WRITER_ROLE_NAME,
+    LEAD_WRITER_ROLE_PRIVILEGES,
+    ROOT_BUSINESS_UNIT_ID,
+    startEmulator,
+} from "./emulator/server";
+import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser, startIdentityPlatform } from "./emulator/identityPlatform";
+import { DATAVERSE_PUBLIC_CLIENT_ID, EXIT_CODES, LeadCheckFailure, ServiceAccountSignInTarget } from "../components/validation/leadCheck";
+import type { LeadCheckOutcome } from "./support/leadCheckRunner";
+
+const ROOT = path.join(__dirname, "..");
+const INSTANCE = "https://contoso.crm.dynamics.com";
+const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const DOMAIN = "contoso.onmicrosoft.com";
+const USER = `lead-writer@${DOMAIN}`;
+const PASSWORD = "Pw7!emulated-service-account-password_0123";
+const ADMIN_TOKEN = "deploying-identity-token";
+
+let dataverse: Emulator;
+let identity: IdentityPlatform;
+
+interface Run {
+    code: number;
+    stdout: string;
+    stderr: string;
+}
+
+/** Runs a TypeScript entry point as `npm run validate` runs its script, with the environment fixed before it starts. */
+function run(script: string, args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
+    return new Promise((resolve) => {
+        const child = execFile(
+            process.execPath,
+            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(ROOT, script), ...args],
+            {
+                cwd: ROOT,
+                env: {
+                    PATH: process.env.PATH ?? "",
+                    HOME: process.env.HOME ?? "",
+                    TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json"),
+                    AZURE_AUTHORITY_HOST: identity.authorityHost,
+                    NODE_EXTRA_CA_CERTS: identity.caCertPath,
+                    DATAVERSE_ENDPOINT: dataverse.origin,
+                    DATAVERSE_TOKEN: ADMIN_TOKEN,
+                    ...options.env,
+                },
+            },
+            (err, stdout, stderr) => {
+                const code = err ? ((err as { code?: number }).code ?? 1) : 0;
+                // The client announces DATAVERSE_ENDPOINT once on stderr; the rest is the script's.
+                const announcement = /^warning: DATAVERSE_ENDPOINT is set: .*\n/gm;
+                resolve({ code: typeof code === "number" ? code : 1, stdout, stderr: stderr.replace(announcement, "") });
+            },
+        );
+        child.stdin?.end(options.stdin ?? "");
+    });
+}
+
+const validate = (args: string[], options?: { stdin?: string; env?: Record<string, string> }) => run("scripts/validate.ts", args, options);
+
+/** What `pulumi stack output --json --show-secrets` prints for an `authMethod: office365` stack (index.ts). */
+function stackOutputs(overrides: Record<string, string> = {}): string {
+    return JSON.stringify({
+        leadDestination: "Dynamics 365 Customer Engagement",
+        instanceUrl: INSTANCE,
+        authenticationMethod: "Office 365",
+        userName: USER,
+        password: PASSWORD,
+        passwordRenewalDate: "2027-02-01T00:00:00.000Z",
+        contactEmails: "leads@contoso.com",
+        warnings: [],
+        ...overrides,
+    });
+}
+
+/** A directory account that can sign in with a password, as `pulumi up` leaves the service account. */
+function account(userPrincipalName: string, flags: Partial<RegisteredUser> = {}): RegisteredUser {
+    const user: RegisteredUser = { tenantId: TENANT, userPrincipalName, password: PASSWORD, objectId: randomUUID(), ...flags };
+    identity.registerUser(user);
+    return user;
+}
+
+/**
+ * The account's Dataverse user as the directory synchronisation makes it (graph.ts `advanceDirectorySync`), holding
+ * the Lead Writer role with its privileges. Each option takes one piece away, as a half-finished set-up would.
+ */
+function synchronise(user: RegisteredUser, options: { disabled?: boolean; role?: boolean; withoutPrivilege?: string } = {}): string {
+    const systemuserid = randomUUID();
+    dataverse.state.systemUsers.push({
+        systemuserid,
+        fullname: user.userPrincipalName.split("@")[0],
+        applicationid: null,
+        accessmode: 0,
+        businessunitid: ROOT_BUSINESS_UNIT_ID,
+        isdisabled: options.disabled ?? false,
+        deletedstate: 0,
+        azureactivedirectoryobjectid: user.objectId,
+        internalemailaddress: user.userPrincipalName,
+    });
+    if (options.role === false) return systemuserid;
+    const roleid = randomUUID();
+    dataverse.state.roles.push({
+        roleid,
+        name: LEAD_WRITER_ROLE_NAME,
+        businessunitid: ROOT_BUSINESS_UNIT_ID,
+        parentrootroleid: roleid,
+        ismanaged: true,
+        solutionuniquename: "MicrosoftMarketplacesLeadIntegrationSolution",
+        bypassesPrivilegeChecks: false,
+    });
+    dataverse.state.rolePrivileges[roleid] = Object.fromEntries(
+        LEAD_WRITER_ROLE_PRIVILEGES.filter((p) => p.name !== options.withoutPrivilege).map((p) => [
+            dataverse.state.privileges.find((row) => row.name === p.name)!.privilegeid,
+            p.depth,
+        ]),
+    );
+    dataverse.state.userRoles.push({ systemuserid, roleid });
+    return systemuserid;
+}
+
+function expectNoPassword(text: string): void {
+    expect(text).not.toContain(PASSWORD);
+    expect(JSON.stringify(identity.requests)).not.toContain(PASSWORD);
+}
+
+beforeAll(async () => {
+    dataverse = await startEmulator();
+    identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims) });
+}, 60_000);
+
+afterAll(async () => {
+    await identity?.close();
+    await dataverse?.close();
+});
+
+beforeEach(() => {
+    Object.assign(dataverse.state, createInitialState());
+    dataverse.requests.length = 0;
+    identity.requests.length = 0;
+    identity.reset();
+});
+
+describe("npm run validate, Office 365 method", () => {
+    it("signs in as the service account with its password, writes the test lead as its Dataverse user and deletes it as the deployer", async () => {
+        const userId = synchronise(account(USER));
+        const result = await validate(["--stack-outputs", "-"], { stdin: stackOutputs() });
+        expect(result.stderr).toBe("");
+        expect(result.code).toBe(0);
+        expect(result.stdout).toMatch(
+            new RegExp(
+                `^OK: test lead MSFT_TEST_\\d{18} landed in ${INSTANCE} as user ${userId} \\(service account ${USER}\\), then deleted`,
+            ),
+        );
+        // The real MSAL flow, at the tenant the user name's domain names: OpenID metadata, then the password grant
+        // through Microsoft's Dataverse public client, the password never logged.
+        expect(identity.requests.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
+            `GET /${DOMAIN}/v2.0/.well-known/openid-configuration 200`,
+            `POST /${DOMAIN}/oauth2/v2.0/token 200`,
+        ]);
+        expect(identity.requests[1].form).toMatchObject({ grant_type: "password", client_id: DATAVERSE_PUBLIC_CLIENT_ID, username: USER });
+        expect(identity.requests[1].form!.scope.split(" ")).toContain(`${INSTANCE}/.default`);
+        expect(identity.requests[1].form).not.toHaveProperty("password");
+        const calls = dataverse.requests.map(
+            (r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")} ${r.status} ${r.principal}`,
+        );
+        const leadId = dataverse.requests.find((r) => r.method === "DELETE")!.path.match(/leads\((.*)\)/)![1];
+        expect(calls).toEqual([
+            `GET WhoAmI 200 ${userId}`,
+            `POST leads 204 ${userId}`,
+            `GET leads(${leadId}) 200 ${userId}`,
+            `DELETE leads(${leadId}) 204 ${dataverse.state.systemUsers[0].systemuserid}`,
+        ]);
+        expect(dataverse.state.leads).toEqual([]);
+        expectNoPassword(result.stdout + result.stderr);
+    }, 60_000);
+
+    it("takes the password from LEAD_WRITER_PASSWORD, the account and tenant from flags, and exits 16 when MFA blocks the sign-in", async () => {
+        account("mfa@contoso.com", { mfaRequired: true });
+        const result = await validate(["--instance-url", INSTANCE, "--user-name", "mfa@contoso.com", "--tenant-id", TENANT, "--json"], {
+            env: { LEAD_WRITER_PASSWORD: PASSWORD },
+        });
+        expect(identity.requests.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
+            `GET /${TENANT}/v2.0/.well-known/openid-configuration 200`,
+            `POST /${TENANT}/oauth2/v2.0/token 400`,
+        ]);
+        expect(result.code).toBe(EXIT_CODES.signInBlocked);
+        expect(JSON.parse(result.stdout)).toMatchObject({ ok: false, failure: "signInBlocked", exitCode: 16 });
+        expect(result.stderr).toMatch(
+            /^FAILED \(signInBlocked\): Service account mfa@contoso\.com may not sign in without a person present \(AADSTS50076: multi-factor authentication required\)\. .*exclude this one account from MFA/,
+        );
+        expect(dataverse.requests).toEqual([]);
+        expectNoPassword(result.stdout + result.stderr);
+    }, 60_000);
+
+    describe("each failure class of the service account, through the lead check core", () => {
+        // One account per class, all in one tenant and one Dataverse state, run in one child process.
+        const cases: {
+            name: string;
+            userName: string;
+            setUp: () => void;
+            password?: string;
+            failure: LeadCheckFailure;
+            message: RegExp;
+        }[] = [
+            {
+                name: "a wrong password (AADSTS50126)",
+                userName: "wrong@contoso.com",
+                setUp: () => synchronise(account("wrong@contoso.com")),
+                password: "an-old-password",
+                failure: "secretRejected",
+                message:
+                    /^The password of service account wrong@contoso\.com was rejected \(AADSTS50126: .*Use the current password output/,
+            },
+            {
+                name: "an expired password (AADSTS50055)",
+                userName: "expired@contoso.com",
+                setUp: () => synchronise(account("expired@contoso.com", { passwordExpired: true })),
+                failure: "secretRejected",
+                message:
+                    /^The password of service account expired@contoso\.com has expired \(AADSTS50055\).*serviceAccountPasswordRotationDays/,
+            },
+            {
+                name: "an unknown account (AADSTS50034)",
+                userName: "nobody@contoso.com",
+                setUp: () => account("somebody@contoso.com"),
+                failure: "appUnknown",
+                message: /^Service account nobody@contoso\.com does not exist in tenant contoso\.com \(AADSTS50034\)\. Check userName/,
+            },
+            {
+                name: "Conditional Access blocking the sign-in (AADSTS53003)",
+                userName: "blocked@contoso.com",
+                setUp: () => synchronise(account("blocked@contoso.com", { blockedByConditionalAccess: true })),
+                failure: "signInBlocked",
+                message:
+                    /^Service account blocked@contoso\.com may not sign in without a person present \(AADSTS53003: blocked by Conditional Access\).*Conditional Access policies/,
+            },
+            {
+                name: "a disabled account (AADSTS50057)",
+                userName: "disabled@contoso.com",
+                setUp: () => synchronise(account("disabled@contoso.com", { disabled: true })),
+                failure: "accountDisabled",
+                message: /^Service account disabled@contoso\.com is disabled in the directory \(AADSTS50057\)\. Enable it/,
+            },
+            {
+                name: "a locked account (AADSTS50053)",
+                userName: "locked@contoso.com",
+                setUp: () => synchronise(account("locked@contoso.com", { locked: true })),
+                failure: "accountDisabled",
+                message: /^Service account locked@contoso\.com is locked after too many failed sign-ins \(AADSTS50053\)/,
+            },
+            {
+                name: "no Dataverse user yet (0x80072560)",
+                userName: "unsynced@contoso.com",
+                setUp: () => account("unsynced@contoso.com"),
+                failure: "noApplicationUser",
+                message:
+                    /^https:\/\/contoso\.crm\.dynamics\.com has no user for service account unsynced@contoso\.com: Dataverse makes it minutes after a Dynamics 365 licence/,
+            },
+            {
+                name: "a disabled Dataverse user (licence gone)",
+                userName: "unlicensed@contoso.com",
+                setUp: () => synchronise(account("unlicensed@contoso.com"), { disabled: true }),
+                failure: "noApplicationUser",
+                message:
+                    /^The Dataverse user of service account unlicensed@contoso\.com in .* is disabled, which Dataverse does when the account loses its Dynamics 365 licence/,
+            },
+            {
+                name: "no role (0x80042f09)",
+                userName: "norole@contoso.com",
+                setUp: () => synchronise(account("norole@contoso.com"), { role: false }),
+                failure: "noRole",
+                message:
+                    /^The Dataverse user of service account norole@contoso\.com has no security role in .* \(0x80042f09\)\. Run 'pulumi up'/,
+            },
+            {
+                name: "a missing privilege (403)",
+                userName: "noprivilege@contoso.com",
+                setUp: () => synchronise(account("noprivilege@contoso.com"), { withoutPrivilege: "prvCreateLead" }),
+                failure: "privilegeMissing",
+                message:
+                    /^The Dataverse user of service account noprivilege@contoso\.com may not create the test lead in .* \(403 0x80040231, missing prvCreateLead\)/,
+            },
+            {
+                name: "a client unknown in the tenant (AADSTS700016)",
+                userName: "client@contoso.com",
+                setUp: () => synchronise(account("client@contoso.com")),
+                failure: "appUnknown",
+                message: /^The public client 00000000-0000-4000-8000-000000000001 is unknown in tenant contoso\.com \(AADSTS700016\)/,
+            },
+        ];
+        let outcomes: LeadCheckOutcome[] = [];
+
+        beforeAll(async () => {
+            identity.reset();
+            Object.assign(dataverse.state, createInitialState());
+            for (const c of cases) c.setUp();
+            // The control: the same run signs in and writes a lead for a complete account.
+            const complete = synchronise(account("complete@contoso.com"));
+            const targets: ServiceAccountSignInTarget[] = [...cases.map((c) => c.userName), "complete@contoso.com"].map((userName) => ({
+                kind: "serviceAccount",
+                instanceUrl: INSTANCE,
+                tenantId: userName.split("@")[1],
+                userName,
+                password: cases.find((c) => c.userName === userName)?.password ?? PASSWORD,
+                clientId: userName.startsWith("client@") ? "00000000-0000-4000-8000-000000000001" : DATAVERSE_PUBLIC_CLIENT_ID,
+            }));
+            const result = await run("test/support/leadCheckRunner.ts", [], { stdin: JSON.stringify(targets) });
+            expect(result.stderr).toBe("");
+            outcomes = JSON.parse(result.stdout) as LeadCheckOutcome[];
+            expect(outcomes).toHaveLength(cases.length + 1);
+            expect(outcomes[cases.length]).toEqual({ ok: true, systemUserId: complete, deleted: true });
+            // Only the complete account's lead was written (and deleted again by the deployer).
+            const leadWrites = dataverse.requests.filter((r) => r.method === "POST" && /leads$/.test(r.path.split("?")[0]));
+            expect(leadWrites.filter((r) => r.status < 300).map((r) => r.principal)).toEqual([complete]);
+            expect(dataverse.state.leads).toEqual([]);
+            expectNoPassword(result.stdout);
+        }, 60_000);
+
+        it.each(cases.map((c, index) => ({ ...c, index })))("$name", ({ index, failure, message }) => {
+            const outcome = outcomes[index];
+            expect(outcome).toMatchObject({ ok: false, failure, exitCode: EXIT_CODES[failure] });
+            expect((outcome as { message: string }).message).toMatch(message);
+            expect((outcome as { message: string }).message).not.toContain(PASSWORD);
+        });
+    });
+
+    describe("bad input is refused before any sign-in", () => {
+        it("refuses a password on the command line", async () => {
+            const result = await validate(["--stack-outputs", "-", "--password", PASSWORD], { stdin: stackOutputs() });
+            expect(result.code).toBe(2);
+            expect(result.stderr).toMatch(
+                /^--password is not accepted: a password on the command line ends up in shell history.*LEAD_WRITER_PASSWORD/,
+            );
+            expect(identity.requests).toEqual([]);
+            expectNoPassword(result.stdout + result.stderr);
+        }, 60_000);
+
+        it("refuses the other method's flag instead of ignoring it", async () => {
+            const result = await validate(["--stack-outputs", "-", "--app-id", randomUUID()], { stdin: stackOutputs() });
+            expect(result.code).toBe(2);
+            expect(result.stderr).toMatch(/^--app-id does not apply to the "Office 365" sign-in method/);
+            expect(identity.requests).toEqual([]);
+        }, 60_000);
+
+        it("names a masked password, a malformed user name and a tenant that takes no password sign-in", async () => {
+            const masked = await validate(["--stack-outputs", "-", "--tenant-id", "common"], {
+                stdin: stackOutputs({ password: "[secret]", userName: "lead-writer" }),
+            });
+            expect(masked.code).toBe(2);
+            expect(masked.stderr).toMatch(/userName: "lead-writer" is not a user principal name \(name@domain\)/);
+            expect(masked.stderr).toMatch(/tenantId: "common" takes no password sign-in/);
+            expect(masked.stderr).toMatch(
+                /password: the stack outputs hold the masked value "\[secret\]"; run 'pulumi stack output --json --show-secrets'/,
+            );
+            expect(identity.requests).toEqual([]);
+            expect(dataverse.requests).toEqual([]);
+        }, 60_000);
+    });
+});
+
+/** One HTTPS request to the identity platform, trusting its certificate explicitly (jest started without it). */
+function passwordGrant(tenant: string, form: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
+    return new Promise((resolve, reject) => {
+        const payload = new URLSearchParams({ grant_type: "password", client_id: DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, ...form }).toString();
+        const req = https.request(
+            new URL(`/${tenant}/oauth2/v2.0/token`, identity.authorityHost),
+            { method: "POST", ca: fs.readFileSync(identity.caCertPath), headers: { "Content-Type": "application/x-www-form-urlencoded" } },
+            (res) => {
+                const chunks: Buffer[] = [];
+                res.on("data", (c: Buffer) => chunks.push(c));
+                res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
+            },
+        );
+        req.on("error", reject);
+        req.end(payload);
+    });
+}
+
+describe("the emulated identity platform's password grant", () => {
+    const scope = `${INSTANCE}/.default openid profile offline_access`;
+
+    it("finds the tenant by id, by a user's domain and through 'organizations', and answers 90002 for an unknown one", async () => {
+        const user = account(USER);
+        for (const tenant of [TENANT, DOMAIN, "organizations"]) {
+            const { status, body } = await passwordGrant(tenant, { username: USER, password: PASSWORD, scope });
+            expect([tenant, status]).toEqual([tenant, 200]);
+            expect(body).toMatchObject({ token_type: "Bearer", expires_in: 3599, access_token: expect.any(String) });
+            const clientInfo = JSON.parse(Buffer.from(String(body.client_info), "base64url").toString("utf8")) as Record<string, string>;
+            expect(clientInfo).toEqual({ uid: user.objectId, utid: TENANT });
+        }
+        const unknown = await passwordGrant("fabrikam.com", { username: "x@fabrikam.com", password: PASSWORD, scope });
+        expect(unknown).toMatchObject({ status: 400, body: { error: "invalid_request", error_codes: [90002] } });
+    });
+
+    it("answers a wrong password 400 invalid_grant AADSTS50126 and never logs it", async () => {
+        account(USER);
+        const { status, body } = await passwordGrant(TENANT, { username: USER, password: "wrong-password-value", scope });
+        expect(status).toBe(400);
+        expect(body).toMatchObject({ error: "invalid_grant", error_codes: [50126] });
+        expect(String(body.error_description)).toMatch(/^AADSTS50126: Error validating credentials due to invalid username or password\./);
+        expect(JSON.stringify(identity.requests)).not.toContain("wrong-password-value");
+    });
+
+    it("issues a token the Dataverse emulator maps to the systemuser of the user's object id", async () => {
+        const userId = synchronise(account(USER));
+        const { body } = await passwordGrant(TENANT, { username: USER, password: PASSWORD, scope });
+        const whoAmI = await fetch(`${dataverse.baseUrl}WhoAmI`, { headers: { Authorization: `Bearer ${String(body.access_token)}` } });
+        expect(whoAmI.status).toBe(200);
+        expect(((await whoAmI.json()) as { UserId: string }).UserId).toBe(userId);
+    });
+});
