@@ -18,7 +18,7 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -202,7 +202,7 @@ beforeAll(async () => {
         return file;
     };
     zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1") };
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    const report = await runMockProgram(PLAIN_STACK_CONFIG);
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
     // Imports finish with the first request after their start: polling never waits, so request counts are exact.

@@ -279,7 +279,7 @@ describe("the Office 365 providers against the emulator", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-"));
         zip = path.join(dir, "lead-writer.zip");
         fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-        const report = await runMockProgram({ ...OFFICE365_CONFIG, solutionSource: zip });
+        const report = await runMockProgram(OFFICE365_CONFIG);
         expect(report.error).toBeUndefined();
         providers = providersOf(report);
         emulator = await startEmulator();

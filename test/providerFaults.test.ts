@@ -16,7 +16,7 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 import { clientTuningFromEnvironment } from "../components/dataverse/client";
 
@@ -52,7 +52,7 @@ beforeAll(async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
     zip = path.join(dir, "lead-writer.zip");
     fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zip });
+    const report = await runMockProgram(PLAIN_STACK_CONFIG);
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
     // Imports finish with the first request after their start, so no test waits on polling.
