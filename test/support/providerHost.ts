@@ -102,7 +102,16 @@ async function spawnMockProgram(spec: string): Promise<MockProgramRun> {
         fs.writeFileSync(specPath, spec);
         const { stdout, stderr } = await promisify(execFile)(
             process.execPath,
-            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(__dirname, "mockProgram.ts"), specPath, reportPath],
+            [
+                require.resolve("ts-node/dist/bin.js"),
+                "--transpile-only",
+                // The same emit as plain --transpile-only, kept per test run: each run otherwise transpiles every file.
+                "--transpiler",
+                path.join(__dirname, "cachedTranspiler.js"),
+                path.join(__dirname, "mockProgram.ts"),
+                specPath,
+                reportPath,
+            ],
             { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
         );
         return { ...(JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport), console: stdout + stderr };
