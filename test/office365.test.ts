@@ -279,7 +279,8 @@ describe("the Office 365 providers against the emulator", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-"));
         zip = path.join(dir, "lead-writer.zip");
         fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-        const report = await runMockProgram(OFFICE365_CONFIG);
+        // The preview's run above: providers are serialized alike in a preview and an update.
+        const report = await runMockProgram(OFFICE365_CONFIG, true);
         expect(report.error).toBeUndefined();
         providers = providersOf(report);
         emulator = await startEmulator();
