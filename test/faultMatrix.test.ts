@@ -194,8 +194,10 @@ function expectClearError(err: unknown): void {
     expect(message).not.toContain(TOKEN);
 }
 
+let scratch: string | undefined;
+
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-"));
+    const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-")));
     const write = (version: string) => {
         const file = path.join(dir, `lead-writer-${version}.zip`);
         fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
@@ -213,6 +215,7 @@ beforeAll(async () => {
 afterAll(async () => {
     await host?.stop();
     await emulator?.close();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
 function reset(to: EmulatorState = createInitialState()): void {

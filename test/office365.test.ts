@@ -267,6 +267,7 @@ describe("the Office 365 providers against the emulator", () => {
             .map((r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")}`);
     const systemUserOf = (objectId: string) => emulator.state.systemUsers.find((u) => u.azureactivedirectoryobjectid === objectId);
     const roleLinks = (systemUserId: string) => emulator.state.userRoles.filter((l) => l.systemuserid === systemUserId);
+    let scratch: string | undefined;
     /** What an administrator does in the Microsoft 365 admin center: a Graph call the providers did not make. */
     const adminAssignLicense = (body: unknown) =>
         fetch(`${emulator.origin}/v1.0/users/${account.id}/assignLicense`, {
@@ -276,7 +277,7 @@ describe("the Office 365 providers against the emulator", () => {
         });
 
     beforeAll(async () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-"));
+        const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-")));
         zip = path.join(dir, "lead-writer.zip");
         fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
         // The preview's run above: providers are serialized alike in a preview and an update.
@@ -295,6 +296,7 @@ describe("the Office 365 providers against the emulator", () => {
     afterAll(async () => {
         await host?.stop();
         await emulator?.close();
+        if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
     });
 
     beforeEach(() => {
