@@ -85,14 +85,19 @@ async function main(): Promise<void> {
     // passing the signal on, so losing the parent is a stop as well; it may go while the servers are still starting.
     const parent = process.ppid;
     const servers: { close(): Promise<void> }[] = [];
+    let started: Promise<unknown> = Promise.resolve();
     let stopping = false;
     const stop = (): void => {
         if (stopping) return;
         stopping = true;
-        Promise.all(servers.map((s) => s.close())).then(
-            () => process.exit(0),
-            () => process.exit(1),
-        );
+        // A stop during start-up waits for it, so that a server still starting (and its temp folder) is closed too.
+        started
+            .catch(() => undefined)
+            .then(() => Promise.all(servers.map((s) => s.close())))
+            .then(
+                () => process.exit(0),
+                () => process.exit(1),
+            );
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
@@ -102,19 +107,22 @@ async function main(): Promise<void> {
     }, 200).unref();
 
     const { options, registerApps, identityApps } = parseArgs(process.argv.slice(2));
-    const emulator = await listen(options);
-    servers.push(emulator);
-    for (const app of registerApps) emulator.registerApplication(app);
-    console.log(emulator.baseUrl);
-    const identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => emulator.acceptToken(token, claims) });
-    servers.push(identity);
-    console.log(`AZURE_AUTHORITY_HOST=${identity.authorityHost}`);
-    console.log(`NODE_EXTRA_CA_CERTS=${identity.caCertPath}`);
-    for (const [tenantId, applicationId] of identityApps) {
-        const secret = randomBytes(30).toString("base64url");
-        identity.registerApp({ tenantId, applicationId, secret });
-        console.log(`identity app ${applicationId} in tenant ${tenantId}: LEAD_WRITER_CLIENT_SECRET=${secret}`);
-    }
+    started = (async () => {
+        const emulator = await listen(options);
+        servers.push(emulator);
+        for (const app of registerApps) emulator.registerApplication(app);
+        console.log(emulator.baseUrl);
+        const identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => emulator.acceptToken(token, claims) });
+        servers.push(identity);
+        console.log(`AZURE_AUTHORITY_HOST=${identity.authorityHost}`);
+        console.log(`NODE_EXTRA_CA_CERTS=${identity.caCertPath}`);
+        for (const [tenantId, applicationId] of identityApps) {
+            const secret = randomBytes(30).toString("base64url");
+            identity.registerApp({ tenantId, applicationId, secret });
+            console.log(`identity app ${applicationId} in tenant ${tenantId}: LEAD_WRITER_CLIENT_SECRET=${secret}`);
+        }
+    })();
+    await started;
 }
 
 main().catch((err: unknown) => {

@@ -90,11 +90,19 @@ function parseArguments(argv: string[]): Arguments {
     return args;
 }
 
+/** Where the script reads and writes: the process's own streams when run as `npm run validate`. */
+export interface ValidateIO {
+    stdout: { write(text: string): unknown };
+    stderr: { write(text: string): unknown };
+    /** All of standard input, for `--stack-outputs -`. */
+    readStdin(): string;
+}
+
 /** Reads the JSON `pulumi stack output --json --show-secrets` prints, from a file or stdin. */
-function readStackOutputs(source: string): Record<string, unknown> {
+function readStackOutputs(source: string, readStdin: () => string): Record<string, unknown> {
     let text: string;
     try {
-        text = fs.readFileSync(source === "-" ? 0 : source, "utf8");
+        text = source === "-" ? readStdin() : fs.readFileSync(source, "utf8");
     } catch (err) {
         throw new UsageError(`--stack-outputs ${source}: ${(err as Error).message}`);
     }
@@ -134,8 +142,8 @@ function refuseOtherMethodsFlags(args: Arguments, method: string): void {
 }
 
 /** The target from flags, stack outputs and the environment, each field checked before any network call. */
-function resolveTarget(args: Arguments, env: NodeJS.ProcessEnv): LeadCheckTarget {
-    const outputs = args.stackOutputs ? readStackOutputs(args.stackOutputs) : {};
+function resolveTarget(args: Arguments, env: NodeJS.ProcessEnv, io: Pick<ValidateIO, "readStdin">): LeadCheckTarget {
+    const outputs = args.stackOutputs ? readStackOutputs(args.stackOutputs, io.readStdin) : {};
     const method = signInMethod(args, outputs);
     refuseOtherMethodsFlags(args, method);
     const field = (flag: string | undefined, output: string, flagName: string): string => {
@@ -217,16 +225,22 @@ function passwordSignInTenant(value: string): string {
     return value.toLowerCase();
 }
 
-async function main(argv: string[]): Promise<number> {
+/**
+ * The script with its arguments, environment and streams given: resolves to the exit code. The Dataverse client and
+ * the app's sign-in read their settings (DATAVERSE_ENDPOINT, DATAVERSE_TOKEN, AZURE_AUTHORITY_HOST) from
+ * `process.env`, as they do in a deployment.
+ */
+export async function runValidate(argv: string[], env: NodeJS.ProcessEnv, io: ValidateIO): Promise<number> {
+    const line = (stream: ValidateIO["stdout"], text: string): unknown => stream.write(`${text}\n`);
     let args: Arguments;
     let target: LeadCheckTarget;
     try {
         args = parseArguments(argv);
-        target = resolveTarget(args, process.env);
+        target = resolveTarget(args, env, io);
     } catch (err) {
         if (!(err instanceof UsageError)) throw err;
-        console.error(err.message);
-        console.error(USAGE);
+        line(io.stderr, err.message);
+        line(io.stderr, USAGE);
         return USAGE_EXIT_CODE;
     }
     try {
@@ -236,23 +250,26 @@ async function main(argv: string[]): Promise<number> {
             // A check, not a deployment: an unreachable instance is reported in seconds, not after minutes of backoff.
             clientOptions: { retry: { maxAttempts: 3, maxElapsedMs: 20_000 }, timeoutMs: 30_000 },
         });
-        for (const warning of result.warnings) console.error(`warning: ${warning}`);
-        console.log(args.json ? JSON.stringify({ ok: true, ...result }) : summaryLine(result));
+        for (const warning of result.warnings) line(io.stderr, `warning: ${warning}`);
+        line(io.stdout, args.json ? JSON.stringify({ ok: true, ...result }) : summaryLine(result));
         return 0;
     } catch (err) {
         const failure = err instanceof LeadCheckError ? err : new LeadCheckError("unexpected", (err as Error).message);
         if (args.json) {
-            console.log(JSON.stringify({ ok: false, failure: failure.failure, exitCode: failure.exitCode, message: failure.message }));
+            line(io.stdout, JSON.stringify({ ok: false, failure: failure.failure, exitCode: failure.exitCode, message: failure.message }));
         }
-        console.error(`FAILED (${failure.failure}): ${failure.message}`);
+        line(io.stderr, `FAILED (${failure.failure}): ${failure.message}`);
         return failure.exitCode;
     }
 }
 
-main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-        console.error(`FAILED (unexpected): ${(err as Error).message}`);
-        process.exit(EXIT_CODES.unexpected);
-    },
-);
+if (require.main === module) {
+    const io: ValidateIO = { stdout: process.stdout, stderr: process.stderr, readStdin: () => fs.readFileSync(0, "utf8") };
+    runValidate(process.argv.slice(2), process.env, io).then(
+        (code) => process.exit(code),
+        (err: unknown) => {
+            console.error(`FAILED (unexpected): ${(err as Error).message}`);
+            process.exit(EXIT_CODES.unexpected);
+        },
+    );
+}

@@ -2,11 +2,8 @@
  * `DATAVERSE_ENDPOINT` redirects every Dataverse call, bearer token included: only a loopback origin may use plain
  * http, anything else must be an https origin, and whenever it is set the process says so once.
  */
-import * as fs from "fs";
-import * as os from "os";
-import * as path from "path";
 import { createInitialState, Emulator, startEmulator } from "./emulator/server";
-import { ProviderHost, providersOf, runMockProgram } from "./support/providerHost";
+import { ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { clientFromEnvironment, parseDataverseEndpoint, sharedClient } from "../components/dataverse/client";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -89,21 +86,14 @@ describe("in the provider process", () => {
         installedVersion: "1.0.0.0",
     };
 
-    let scratch: string;
-
     beforeAll(async () => {
-        // Config checks that a local package exists; these tests never read it.
-        scratch = fs.mkdtempSync(path.join(os.tmpdir(), "endpoint-test-"));
-        const solutionSource = path.join(scratch, "lead-writer.zip");
-        fs.writeFileSync(solutionSource, "");
-        const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource });
+        const report = await runMockProgram(PLAIN_STACK_CONFIG);
         expect(report.error).toBeUndefined();
         solutionProvider = providersOf(report).get("pulumi-nodejs:dynamic/dataverse:Solution")!;
         emulator = await startEmulator();
     }, 120_000);
     afterAll(async () => {
         await emulator?.close();
-        fs.rmSync(scratch, { recursive: true, force: true });
     });
     beforeEach(() => {
         Object.assign(emulator.state, createInitialState());

@@ -18,7 +18,7 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -194,15 +194,17 @@ function expectClearError(err: unknown): void {
     expect(message).not.toContain(TOKEN);
 }
 
+let scratch: string | undefined;
+
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-"));
+    const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-")));
     const write = (version: string) => {
         const file = path.join(dir, `lead-writer-${version}.zip`);
         fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
         return file;
     };
     zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1") };
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    const report = await runMockProgram(PLAIN_STACK_CONFIG);
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
     // Imports finish with the first request after their start: polling never waits, so request counts are exact.
@@ -213,6 +215,7 @@ beforeAll(async () => {
 afterAll(async () => {
     await host?.stop();
     await emulator?.close();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
 function reset(to: EmulatorState = createInitialState()): void {

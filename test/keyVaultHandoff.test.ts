@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { installMocks, MOCK_SECRET_VALUE, settle } from "./support/pulumiMocks";
-import { runMockProgram } from "./support/providerHost";
+import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { epochSeconds, HANDOFF_SECRET_NAME, KeyVaultHandoff, parseKeyVaultId } from "../components/identity/keyVaultHandoff";
 
 const run = installMocks();
@@ -70,10 +70,7 @@ describe("KeyVaultHandoff", () => {
 
 describe("the program with keyVaultId", () => {
     it("adds the Key Vault secret with its value wrapped as a secret, and exports its URI; none by default", async () => {
-        const config = {
-            instanceUrl: "https://contoso.crm.dynamics.com",
-            contactEmails: "leads@contoso.com",
-        };
+        const config = PLAIN_STACK_CONFIG;
         const report = await runMockProgram({ ...config, keyVaultId: VAULT_ID });
         expect(report.error).toBeUndefined();
         const secret = report.registrations.find((r) => r.type === "azure-native:keyvault:Secret")!;

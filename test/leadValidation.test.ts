@@ -9,8 +9,9 @@ import * as os from "os";
 import * as path from "path";
 import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, LEAD_WRITER_ROLE_NAME, startEmulator } from "./emulator/server";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
+import { trustedTestCertificate } from "./support/testRun";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
 import { MOCK_ROLE_ID, MOCK_TENANT_ID } from "./support/pulumiMocks";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
@@ -94,15 +95,20 @@ function expectNoSecret(...texts: unknown[]): void {
     }
 }
 
+let scratch: string | undefined;
+
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-validation-"));
+    const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "lead-validation-")));
     zip = path.join(dir, "lead-writer.zip");
     fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-    report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zip, validateOnUp: "true" });
+    report = await runMockProgram({ ...PLAIN_STACK_CONFIG, validateOnUp: "true" });
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
     dataverse = await startEmulator();
-    identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims) });
+    identity = await startIdentityPlatform({
+        certificate: trustedTestCertificate(),
+        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
+    });
     host = await ProviderHost.start({
         DATAVERSE_ENDPOINT: dataverse.origin,
         DATAVERSE_TOKEN: "deploying-identity-token",
@@ -115,6 +121,7 @@ afterAll(async () => {
     await host?.stop();
     await identity?.close();
     await dataverse?.close();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
 beforeEach(() => {
@@ -156,7 +163,7 @@ describe("the program with validateOnUp", () => {
     });
 
     it("declares no LeadValidation by default", async () => {
-        const plain = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zip });
+        const plain = await runMockProgram(PLAIN_STACK_CONFIG);
         expect(plain.error).toBeUndefined();
         expect(plain.registrations.map((r) => r.type)).not.toContain(LEAD_VALIDATION);
         expect(Object.keys(plain.outputs)).not.toContain("validatedAt");

@@ -258,6 +258,7 @@ describe("the Office 365 providers against the emulator", () => {
             .map((r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")}`);
     const systemUserOf = (objectId: string) => emulator.state.systemUsers.find((u) => u.azureactivedirectoryobjectid === objectId);
     const roleLinks = (systemUserId: string) => emulator.state.userRoles.filter((l) => l.systemuserid === systemUserId);
+    let scratch: string | undefined;
     /** What an administrator does in the Microsoft 365 admin center: a Graph call the providers did not make. */
     const adminAssignLicense = (body: unknown) =>
         fetch(`${emulator.origin}/v1.0/users/${account.id}/assignLicense`, {
@@ -267,10 +268,11 @@ describe("the Office 365 providers against the emulator", () => {
         });
 
     beforeAll(async () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-"));
+        const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "o365-solution-")));
         zip = path.join(dir, "lead-writer.zip");
         fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-        const report = await runMockProgram({ ...OFFICE365_CONFIG, solutionSource: zip });
+        // The preview's run above: providers are serialized alike in a preview and an update.
+        const report = await runMockProgram(OFFICE365_CONFIG, true);
         expect(report.error).toBeUndefined();
         providers = providersOf(report);
         emulator = await startEmulator();
@@ -285,6 +287,7 @@ describe("the Office 365 providers against the emulator", () => {
     afterAll(async () => {
         await host?.stop();
         await emulator?.close();
+        if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
     });
 
     beforeEach(() => {

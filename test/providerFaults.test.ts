@@ -16,7 +16,7 @@ import {
     startEmulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
 import { clientTuningFromEnvironment } from "../components/dataverse/client";
 
@@ -48,11 +48,13 @@ const engineFor = (type: string, on: ProviderHost = host) => new EngineSimulator
 const startHost = () => ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token", ...CLIENT_TUNING });
 const requestsTo = (pattern: RegExp) => emulator.requests.filter((r) => pattern.test(`${r.method} ${r.path}`));
 
+let scratch: string | undefined;
+
 beforeAll(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-"));
+    const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "lead-solution-")));
     zip = path.join(dir, "lead-writer.zip");
     fs.writeFileSync(zip, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", managed: true }));
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zip });
+    const report = await runMockProgram(PLAIN_STACK_CONFIG);
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
     // Imports finish with the first request after their start, so no test waits on polling.
@@ -63,6 +65,7 @@ beforeAll(async () => {
 afterAll(async () => {
     await host?.stop();
     await emulator?.close();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
 beforeEach(() => {

@@ -21,6 +21,7 @@ import {
     ProviderHost,
     providersOf,
     ResourceState,
+    PLAIN_STACK_CONFIG,
     runMockProgram,
     UNKNOWN,
 } from "./support/providerHost";
@@ -94,7 +95,7 @@ beforeAll(async () => {
     };
     zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1"), v0_9: write("0.9.0.0") };
     // The mock run and the host start are independent child processes: start both at once.
-    const mockRun = runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: zips.v1 });
+    const mockRun = runMockProgram(PLAIN_STACK_CONFIG);
     // An import is done by the first poll: polling itself is pinned in client.test.ts, and a provider test waits for nothing.
     emulator = await startEmulator({ importPolls: 0 });
     host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });

@@ -18,7 +18,7 @@ import * as path from "path";
 import * as tls from "tls";
 import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redirectTarget } from "../components/dataverse/client";
 import { redactUrl } from "../components/redact";
 import { loadSolutionPackage, parseSolutionManifest } from "../components/dataverse/solutionPackage";
@@ -126,7 +126,7 @@ beforeAll(async () => {
     otherHostOrigin = `https://localhost:${port}`;
     https.globalAgent.options.ca = [...tls.rootCertificates, cert];
 
-    const report = await runMockProgram({ instanceUrl: INSTANCE, contactEmails: "leads@contoso.com", solutionSource: `${origin}/v1.zip` });
+    const report = await runMockProgram(PLAIN_STACK_CONFIG);
     expect(report.error).toBeUndefined();
     solutionProvider = providersOf(report).get("pulumi-nodejs:dynamic/dataverse:Solution")!;
     emulator = await startEmulator();

@@ -1,7 +1,9 @@
 /**
- * `npm run validate` end to end: the script runs as a child process (NODE_EXTRA_CA_CERTS is read only when a process
- * starts) and signs in through the real @azure/identity ClientSecretCredential against the emulated identity
- * platform, then writes its test lead into the Dataverse emulator. Each failure class has its own message and exit code.
+ * `npm run validate` end to end: the script signs in through the real @azure/identity ClientSecretCredential against
+ * the emulated identity platform, then writes its test lead into the Dataverse emulator. Each failure class has its
+ * own message and exit code. A success, a sign-in failure and a usage error run as `npm run validate` runs, in a child
+ * process started with NODE_EXTRA_CA_CERTS (Node reads it only at start); the other cases call the script's
+ * `runValidate` in this worker, which jest started trusting the platform's certificate (test/support/testRun.ts).
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -10,6 +12,7 @@ import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
+import { format } from "node:util";
 import {
     createInitialState,
     Emulator,
@@ -20,6 +23,8 @@ import {
 } from "./emulator/server";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
+import { runValidate } from "../scripts/validate";
+import { trustedTestCertificate } from "./support/testRun";
 
 const ROOT = path.join(__dirname, "..");
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -39,8 +44,68 @@ interface Run {
     announced: number;
 }
 
+/** Every run here goes to the emulator, which the client announces once per process on stderr; the rest is the script's. */
+const ANNOUNCEMENT =
+    /^warning: DATAVERSE_ENDPOINT is set: requests meant for the instance, with their bearer tokens, go to \S+ instead\.\n/gm;
+
+function announcementsRemoved(code: number, stdout: string, stderr: string): Run {
+    const announced = (stderr.match(ANNOUNCEMENT) ?? []).length;
+    return { code, stdout, stderr: stderr.replace(ANNOUNCEMENT, ""), announced };
+}
+
+/** The environment a run starts with: the emulators, the deploying identity's token and what the case adds. */
+function runEnvironment(env: Record<string, string> = {}): Record<string, string> {
+    return {
+        AZURE_AUTHORITY_HOST: identity.authorityHost,
+        DATAVERSE_ENDPOINT: dataverse.origin,
+        DATAVERSE_TOKEN: ADMIN_TOKEN,
+        ...env,
+    };
+}
+
+/** Whether this process trusts the identity platform's certificate: it does when jest started it with NODE_EXTRA_CA_CERTS. */
+let trustsIdentityPlatform = false;
+
+function probeIdentityPlatform(): Promise<boolean> {
+    return new Promise((resolve) => {
+        https
+            .get(new URL("/common/discovery/instance", identity.authorityHost), { agent: false }, (res) => {
+                res.resume();
+                resolve(true);
+            })
+            .on("error", () => resolve(false));
+    });
+}
+
+/**
+ * Runs the script: in this process through its `runValidate` entry (the real @azure/identity flow, when this worker
+ * trusts the identity platform), otherwise as `npm run validate` does. Either way with only the run's environment.
+ */
+async function validate(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
+    if (!trustsIdentityPlatform) return validateProcess(args, options);
+    let stdout = "";
+    let stderr = "";
+    const saved = process.env;
+    process.env = { PATH: saved.PATH ?? "", HOME: saved.HOME ?? "", ...runEnvironment(options.env) };
+    // What the components print with console.warn goes to the process's stderr.
+    const warn = jest.spyOn(console, "warn").mockImplementation((...parts: unknown[]) => {
+        stderr += `${format(...parts)}\n`;
+    });
+    try {
+        const code = await runValidate(args, process.env, {
+            stdout: { write: (text: string) => (stdout += text) },
+            stderr: { write: (text: string) => (stderr += text) },
+            readStdin: () => options.stdin ?? "",
+        });
+        return announcementsRemoved(code, stdout, stderr);
+    } finally {
+        warn.mockRestore();
+        process.env = saved;
+    }
+}
+
 /** Runs the script as `npm run validate` does, with the environment fixed before it starts. */
-function validate(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
+function validateProcess(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
     return new Promise((resolve) => {
         const child = execFile(
             process.execPath,
@@ -51,20 +116,13 @@ function validate(args: string[], options: { stdin?: string; env?: Record<string
                     PATH: process.env.PATH ?? "",
                     HOME: process.env.HOME ?? "",
                     TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json"),
-                    AZURE_AUTHORITY_HOST: identity.authorityHost,
                     NODE_EXTRA_CA_CERTS: identity.caCertPath,
-                    DATAVERSE_ENDPOINT: dataverse.origin,
-                    DATAVERSE_TOKEN: ADMIN_TOKEN,
-                    ...options.env,
+                    ...runEnvironment(options.env),
                 },
             },
             (err, stdout, stderr) => {
                 const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-                // Every run here goes to the emulator, which the client announces once on stderr; the rest is the script's.
-                const announcement =
-                    /^warning: DATAVERSE_ENDPOINT is set: requests meant for the instance, with their bearer tokens, go to \S+ instead\.\n/gm;
-                const announced = (stderr.match(announcement) ?? []).length;
-                resolve({ code: typeof code === "number" ? code : 1, stdout, stderr: stderr.replace(announcement, ""), announced });
+                resolve(announcementsRemoved(typeof code === "number" ? code : 1, stdout, stderr));
             },
         );
         child.stdin?.end(options.stdin ?? "");
@@ -131,7 +189,11 @@ function expectNoSecret(run: Run): void {
 
 beforeAll(async () => {
     dataverse = await startEmulator();
-    identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims) });
+    identity = await startIdentityPlatform({
+        certificate: trustedTestCertificate(),
+        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
+    });
+    trustsIdentityPlatform = await probeIdentityPlatform();
 }, 60_000);
 
 afterAll(async () => {
@@ -150,7 +212,7 @@ beforeEach(() => {
 describe("npm run validate", () => {
     it("signs in as the app, writes the test lead as its application user, reads it back and deletes it as the deployer", async () => {
         const userId = provision();
-        const run = await validate(["--stack-outputs", "-"], { stdin: stackOutputs() });
+        const run = await validateProcess(["--stack-outputs", "-"], { stdin: stackOutputs() });
         expect(run.stderr).toBe("");
         expect(run.announced).toBe(1);
         expect(run.code).toBe(0);
@@ -229,6 +291,8 @@ describe("npm run validate", () => {
             setUp: () => void;
             env?: Record<string, string>;
             outputs?: Record<string, string>;
+            /** Run as `npm run validate` runs, in its own process (the others run in-process when this worker can). */
+            endToEnd?: boolean;
             failure: keyof typeof EXIT_CODES;
             message: RegExp;
         }[] = [
@@ -236,6 +300,7 @@ describe("npm run validate", () => {
                 name: "a wrong secret (AADSTS7000215)",
                 setUp: () => provision(),
                 outputs: { clientSecret: "an-old-secret-value" },
+                endToEnd: true,
                 failure: "secretRejected",
                 message: /client secret of app .* was rejected \(AADSTS7000215.*Use the current clientSecret output/,
             },
@@ -294,9 +359,9 @@ describe("npm run validate", () => {
 
         it.each(cases)(
             "$name",
-            async ({ setUp, outputs, failure, message }) => {
+            async ({ setUp, outputs, endToEnd, failure, message }) => {
                 setUp();
-                const run = await validate(["--stack-outputs", "-"], { stdin: stackOutputs(outputs) });
+                const run = await (endToEnd ? validateProcess : validate)(["--stack-outputs", "-"], { stdin: stackOutputs(outputs) });
                 expect(run.stderr).toMatch(new RegExp(`^FAILED \\(${failure}\\): `));
                 expect(run.stderr).toMatch(message);
                 expect(run.code).toBe(EXIT_CODES[failure]);
@@ -333,7 +398,7 @@ describe("npm run validate", () => {
 
     describe("bad input is refused before any sign-in", () => {
         it("refuses a secret on the command line", async () => {
-            const run = await validate(["--stack-outputs", "-", "--client-secret", SECRET], { stdin: stackOutputs() });
+            const run = await validateProcess(["--stack-outputs", "-", "--client-secret", SECRET], { stdin: stackOutputs() });
             expect(run.code).toBe(2);
             expect(run.stderr).toMatch(
                 /--client-secret is not accepted: a secret on the command line ends up in shell history.*LEAD_WRITER_CLIENT_SECRET/,

@@ -51,6 +51,11 @@ export interface IdentityPlatformOptions {
     onTokenIssued?: (accessToken: string, claims: IssuedToken) => void;
     /** Lifetime of issued tokens, in seconds (default 3599, as Entra answers). */
     expiresInSeconds?: number;
+    /**
+     * Serve with this certificate instead of making one: a process trusts the platform only when it started with
+     * `NODE_EXTRA_CA_CERTS` already naming the certificate, so the certificate must exist before that process.
+     */
+    certificate?: CertificateFiles;
 }
 
 export interface TokenRequestLogEntry {
@@ -105,8 +110,14 @@ interface RegisteredSecret {
     expired: boolean;
 }
 
+/** A PEM key and certificate on disk, the certificate valid for 127.0.0.1. */
+export interface CertificateFiles {
+    keyPath: string;
+    certPath: string;
+}
+
 /** Makes a self-signed certificate valid for 127.0.0.1 and localhost, usable as its own trust anchor. */
-async function makeCertificate(dir: string): Promise<{ keyPath: string; certPath: string }> {
+export async function makeCertificate(dir: string): Promise<CertificateFiles> {
     const keyPath = path.join(dir, "key.pem");
     const certPath = path.join(dir, "cert.pem");
     await promisify(execFile)("openssl", [
@@ -159,8 +170,9 @@ function oauthError(status: number, error: string, code: number, description: st
 }
 
 export async function startIdentityPlatform(options: IdentityPlatformOptions = {}): Promise<IdentityPlatform> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-platform-"));
-    const { keyPath, certPath } = await makeCertificate(dir);
+    // A given certificate is the caller's to remove; one made here lives in a folder removed on close.
+    const dir = options.certificate ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), "identity-platform-"));
+    const { keyPath, certPath } = options.certificate ?? (await makeCertificate(dir!));
     // tenant → application id → its secrets
     const tenants = new Map<string, Map<string, RegisteredSecret[]>>();
     const users: RegisteredUser[] = [];
@@ -419,7 +431,7 @@ export async function startIdentityPlatform(options: IdentityPlatformOptions = {
         close() {
             return new Promise((resolve, reject) => {
                 server.close((err) => {
-                    fs.rmSync(dir, { recursive: true, force: true });
+                    if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
                     if (err) reject(err);
                     else resolve();
                 });

@@ -1,0 +1,23 @@
+/**
+ * What one `jest` run shares between its workers, made by jest's globalSetup (`test/support/globalSetup.ts`) before
+ * any worker starts, so every worker inherits it through its environment:
+ * - a folder for results worth computing once per run (mock program reports, see `runMockProgram`);
+ * - the identity platform's certificate, already named by `NODE_EXTRA_CA_CERTS`, which Node reads only at start:
+ *   a worker started with it can run `@azure/identity` against the emulated identity platform in-process.
+ */
+import * as path from "path";
+import type { CertificateFiles } from "../emulator/identityPlatform";
+
+/** The environment variable naming the run's shared folder; unset outside jest (e.g. `npm run docs:preview`). */
+export const TEST_RUN_DIR_VARIABLE = "LEAD_MANAGEMENT_TEST_RUN_DIR";
+
+export function testRunDir(): string | undefined {
+    return process.env[TEST_RUN_DIR_VARIABLE] || undefined;
+}
+
+/** The identity platform certificate this process trusts since its start, if any. */
+export function trustedTestCertificate(): CertificateFiles | undefined {
+    const dir = testRunDir();
+    if (dir === undefined) return undefined;
+    return { keyPath: path.join(dir, "identity", "key.pem"), certPath: path.join(dir, "identity", "cert.pem") };
+}
