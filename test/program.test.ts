@@ -3,7 +3,7 @@ import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/pulumiMocks";
 import { registrationsOf } from "./support/registrations";
-import { runMockProgram } from "./support/providerHost";
+import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
 import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, StackConfig } from "../components/config";
@@ -161,6 +161,23 @@ describe("the program with secret config and the privilege override", () => {
         });
         expect(byName("lead-management-role-privileges").inputs.privileges).toContainEqual({ name: "prvReadLead", depth: "Global" });
     });
+});
+
+describe("the stack output warnings", () => {
+    it("gathers what each Dataverse resource reports, in dependency order, into one list", async () => {
+        const dynamic = (type: string) => `pulumi-nodejs:dynamic/dataverse:${type}`;
+        const report = await runMockProgram(PLAIN_STACK_CONFIG, false, [], {
+            [dynamic("Solution")]: { warnings: ["solution adopted"] },
+            [dynamic("ApplicationUser")]: { warnings: ["user was disabled"] },
+            [dynamic("RoleAssignment")]: { warnings: [] },
+            [dynamic("RolePrivileges")]: { warnings: ["grant beyond the guide", "deeper grant left alone"] },
+        });
+        expect(report.error).toBeUndefined();
+        expect(report.outputs.warnings).toEqual({
+            value: ["solution adopted", "user was disabled", "grant beyond the guide", "deeper grant left alone"],
+            secret: false,
+        });
+    }, 60_000);
 });
 
 describe("the program with bad config", () => {

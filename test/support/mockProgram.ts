@@ -8,7 +8,8 @@
  * replaces, so a provider serialized under jest is not the one production stores.
  *
  * Usage: ts-node --transpile-only test/support/mockProgram.ts <spec.json> <report.json>
- *   spec: { "config": { "<key>": "<value>" }, "preview"?: boolean, "secretKeys"?: ["<key>"] }
+ *   spec: { "config": { "<key>": "<value>" }, "preview"?: boolean, "secretKeys"?: ["<key>"],
+ *           "mockOutputs"?: { "<type token>": { "<output>": <value> } } }
  * `secretKeys` are marked secret as `pulumi config set --secret` marks them (the engine's PULUMI_CONFIG_SECRET_KEYS).
  */
 import * as fs from "fs";
@@ -53,11 +54,12 @@ async function main(): Promise<void> {
         config: Record<string, string>;
         preview?: boolean;
         secretKeys?: string[];
+        mockOutputs?: Record<string, Record<string, unknown>>;
     };
     const report: MockProgramReport = { registrations: [], outputs: {} };
     let lastRegistration = Date.now();
 
-    installMocks({ preview: spec.preview });
+    installMocks({ preview: spec.preview, outputs: spec.mockOutputs });
     // Record the raw registration request, as the engine would receive it, before the mock monitor answers.
     const monitor = pulumi.runtime.getMonitor() as unknown as {
         registerResource: (req: RegisterRequest, cb: unknown) => unknown;

@@ -33,8 +33,13 @@ export type MockProgramRun = MockProgramReport & { console: string };
  * Under jest the run is made once per test run for each spec and shared by every file and worker that asks for the
  * same spec (see testRun.ts): the program is deterministic for a spec, and each run costs seconds of CPU.
  */
-export async function runMockProgram(config: Record<string, string>, preview = false, secretKeys: string[] = []): Promise<MockProgramRun> {
-    const spec = JSON.stringify({ config, preview, secretKeys });
+export async function runMockProgram(
+    config: Record<string, string>,
+    preview = false,
+    secretKeys: string[] = [],
+    mockOutputs: Record<string, Record<string, unknown>> = {},
+): Promise<MockProgramRun> {
+    const spec = JSON.stringify({ config, preview, secretKeys, mockOutputs });
     const runDir = testRunDir();
     if (runDir === undefined) return spawnMockProgram(spec);
     const key = createHash("sha256").update(spec).digest("hex");

@@ -84,7 +84,12 @@ export interface MockRun {
 
 /** Installs Pulumi's mock runtime with Azure AD's data sources answered as a real tenant would. */
 export function installMocks(
-    options: { preview?: boolean; onNewResource?: (args: pulumi.runtime.MockResourceArgs) => void } = {},
+    options: {
+        preview?: boolean;
+        onNewResource?: (args: pulumi.runtime.MockResourceArgs) => void;
+        /** Extra outputs a resource type's mocked provider returns, e.g. the `warnings` a real provider may report. */
+        outputs?: Record<string, Record<string, unknown>>;
+    } = {},
 ): MockRun {
     const waiters = new Map<string, ((r: DeclaredResource) => void)[]>();
     const registered = new Set<string>();
@@ -115,7 +120,7 @@ export function installMocks(
         {
             newResource(args) {
                 options.onNewResource?.(args);
-                const state = mockState(args.type, args.name, args.inputs);
+                const state = { ...mockState(args.type, args.name, args.inputs), ...options.outputs?.[args.type] };
                 const entry = run.resources.get(args.name);
                 if (entry) {
                     entry.inputs = args.inputs;
