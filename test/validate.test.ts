@@ -13,14 +13,8 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { format } from "node:util";
-import {
-    createInitialState,
-    Emulator,
-    LEAD_WRITER_ROLE_NAME,
-    LEAD_WRITER_ROLE_PRIVILEGES,
-    ROOT_BUSINESS_UNIT_ID,
-    startEmulator,
-} from "./emulator/server";
+import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
 import { runValidate } from "../scripts/validate";
@@ -163,23 +157,7 @@ function provision(options: { user?: boolean; disabled?: boolean; role?: boolean
         internalemailaddress: "leadwriter@emulator.invalid",
     });
     if (options.role === false) return systemuserid;
-    const roleid = randomUUID();
-    dataverse.state.roles.push({
-        roleid,
-        name: LEAD_WRITER_ROLE_NAME,
-        businessunitid: ROOT_BUSINESS_UNIT_ID,
-        parentrootroleid: roleid,
-        ismanaged: true,
-        solutionuniquename: "MicrosoftMarketplacesLeadIntegrationSolution",
-        bypassesPrivilegeChecks: false,
-    });
-    dataverse.state.rolePrivileges[roleid] = Object.fromEntries(
-        LEAD_WRITER_ROLE_PRIVILEGES.filter((p) => p.name !== options.withoutPrivilege).map((p) => [
-            dataverse.state.privileges.find((row) => row.name === p.name)!.privilegeid,
-            p.depth,
-        ]),
-    );
-    dataverse.state.userRoles.push({ systemuserid, roleid });
+    grantLeadWriterRole(dataverse, systemuserid, options.withoutPrivilege);
     return systemuserid;
 }
 

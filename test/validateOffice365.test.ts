@@ -12,14 +12,8 @@ import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
-import {
-    createInitialState,
-    Emulator,
-    LEAD_WRITER_ROLE_NAME,
-    LEAD_WRITER_ROLE_PRIVILEGES,
-    ROOT_BUSINESS_UNIT_ID,
-    startEmulator,
-} from "./emulator/server";
+import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser, startIdentityPlatform } from "./emulator/identityPlatform";
 import { DATAVERSE_PUBLIC_CLIENT_ID, EXIT_CODES, LeadCheckFailure, ServiceAccountSignInTarget } from "../components/validation/leadCheck";
 import type { LeadCheckOutcome } from "./support/leadCheckRunner";
@@ -113,23 +107,7 @@ function synchronise(user: RegisteredUser, options: { disabled?: boolean; role?:
         internalemailaddress: user.userPrincipalName,
     });
     if (options.role === false) return systemuserid;
-    const roleid = randomUUID();
-    dataverse.state.roles.push({
-        roleid,
-        name: LEAD_WRITER_ROLE_NAME,
-        businessunitid: ROOT_BUSINESS_UNIT_ID,
-        parentrootroleid: roleid,
-        ismanaged: true,
-        solutionuniquename: "MicrosoftMarketplacesLeadIntegrationSolution",
-        bypassesPrivilegeChecks: false,
-    });
-    dataverse.state.rolePrivileges[roleid] = Object.fromEntries(
-        LEAD_WRITER_ROLE_PRIVILEGES.filter((p) => p.name !== options.withoutPrivilege).map((p) => [
-            dataverse.state.privileges.find((row) => row.name === p.name)!.privilegeid,
-            p.depth,
-        ]),
-    );
-    dataverse.state.userRoles.push({ systemuserid, roleid });
+    grantLeadWriterRole(dataverse, systemuserid, options.withoutPrivilege);
     return systemuserid;
 }
 
