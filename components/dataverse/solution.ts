@@ -95,8 +95,9 @@ async function whoAmI(client: DataverseClient): Promise<string> {
  * solution, started by the same identity no longer ago than the import window (`importTimeoutMinutes`), and
  * completed. Anything older or by someone else was there before the stack, and destroy leaves it in place.
  */
-async function importedByThisIdentity(client: DataverseClient, uniqueName: string, windowMinutes: number): Promise<ImportJob | undefined> {
-    const [me, jobs] = await Promise.all([whoAmI(client), importJobs(client, uniqueName)]);
+async function importedByThisIdentity(client: DataverseClient, jobs: ImportJob[], windowMinutes: number): Promise<ImportJob | undefined> {
+    if (!jobs.some((j) => j.completedon)) return undefined;
+    const me = await whoAmI(client);
     const since = Date.now() - windowMinutes * 60_000;
     return jobs.find((j) => (j._createdby_value ?? "").toLowerCase() === me && Date.parse(j.createdon) >= since && !!j.completedon);
 }
@@ -327,7 +328,7 @@ async function ensureInstalled(inputs: SolutionInputs, decideOwnership: boolean)
         }
         if (order === 0) {
             // An update keeps the ownership it recorded; only a create without state has to work it out.
-            const job = decideOwnership ? await importedByThisIdentity(client, pkg.uniqueName, inputs.importTimeoutMinutes) : undefined;
+            const job = decideOwnership ? await importedByThisIdentity(client, jobsBefore, inputs.importTimeoutMinutes) : undefined;
             if (job) {
                 progress(
                     `${pkg.uniqueName} ${existing.version} was imported by this identity at ${job.createdon} (import job ${job.importjobid}), within the import window: it is this stack's own, and destroy uninstalls it.`,
