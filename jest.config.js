@@ -9,10 +9,12 @@ module.exports = {
     // two workers overlap those waits on a 2-core machine.
     maxWorkers: 2,
     testTimeout: 60000,
-    // One folder per run shared by the workers (mock program reports computed once) and the identity platform's
-    // certificate, trusted by every worker from its start (see test/support/testRun.ts).
+    // One folder per run shared by the workers (transpiled sources, the mock program server's socket) and the identity
+    // platform's certificate, trusted by every worker from its start (see test/support/testRun.ts).
     globalSetup: "<rootDir>/test/support/globalSetup.ts",
     globalTeardown: "<rootDir>/test/support/globalTeardown.ts",
+    // jest's summary, then one plain `tests: N passed, N failed, N skipped` line that CI reads (see the reporter).
+    reporters: ["default", "<rootDir>/test/support/summaryReporter.js"],
     transform: {
         "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }],
     },

@@ -20,6 +20,7 @@ import {
     type Emulator,
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
+import { tsNodeTestEnvironment } from "./support/testRun";
 
 const APP_ID = "11111111-2222-4333-8444-555555555555";
 const OTHER_APP_ID = "99999999-8888-4777-8666-555555555555";
@@ -959,7 +960,7 @@ describe("npm run emulator", () => {
     function runEmulatorScript(port: number): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
         const child = spawn("npm", ["run", "--silent", "emulator"], {
             cwd: ROOT,
-            env: { ...process.env, PORT: String(port) },
+            env: { ...process.env, ...tsNodeTestEnvironment(), PORT: String(port) },
             stdio: ["ignore", "pipe", "pipe"],
         });
         let output = "";

@@ -1,15 +1,15 @@
 /** The stack's `solutionSha256` reaches the Solution resource as its `expectedSha256` input. */
-import { installMocks } from "./support/pulumiMocks";
-import { parseStackConfig } from "../components/config";
-import { LeadManagement } from "../components/leadManagement";
+import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
+import { registrationsOf } from "./support/registrations";
 
-const run = installMocks();
 const PIN = "b85dc283101174d7ca716ae2b022fb7cfaec08cd736bbbb8c36db5340ef115ef";
 
 it("passes solutionSha256 to the Solution resource, and leaves it out when unset", async () => {
-    const config = parseStackConfig({ instanceUrl: "https://contoso.crm.dynamics.com", contactEmails: "leads@contoso.com" });
-    new LeadManagement("pinned", { config: { ...config, solutionSha256: PIN } });
-    new LeadManagement("unpinned", { config });
-    expect((await run.declared("pinned-solution")).inputs.expectedSha256).toBe(PIN);
-    expect((await run.declared("unpinned-solution")).inputs).not.toHaveProperty("expectedSha256");
+    const [pinned, unpinned] = await Promise.all([
+        runMockProgram({ ...PLAIN_STACK_CONFIG, solutionSha256: PIN }),
+        runMockProgram(PLAIN_STACK_CONFIG),
+    ]);
+    const solutionInputs = (report: typeof pinned) => registrationsOf(() => report).byName("lead-management-solution").inputs;
+    expect(solutionInputs(pinned).expectedSha256).toBe(PIN);
+    expect(solutionInputs(unpinned)).not.toHaveProperty("expectedSha256");
 });

@@ -18,7 +18,7 @@ import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
 import { runValidate } from "../scripts/validate";
-import { trustedTestCertificate } from "./support/testRun";
+import { trustedTestCertificate, tsNodeTestEnvironment } from "./support/testRun";
 
 const ROOT = path.join(__dirname, "..");
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -109,7 +109,7 @@ function validateProcess(args: string[], options: { stdin?: string; env?: Record
                 env: {
                     PATH: process.env.PATH ?? "",
                     HOME: process.env.HOME ?? "",
-                    TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json"),
+                    ...tsNodeTestEnvironment(),
                     NODE_EXTRA_CA_CERTS: identity.caCertPath,
                     ...runEnvironment(options.env),
                 },

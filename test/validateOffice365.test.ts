@@ -17,6 +17,7 @@ import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser, startIdentityPlatform } from "./emulator/identityPlatform";
 import { DATAVERSE_PUBLIC_CLIENT_ID, EXIT_CODES, LeadCheckFailure, ServiceAccountSignInTarget } from "../components/validation/leadCheck";
 import type { LeadCheckOutcome } from "./support/leadCheckRunner";
+import { tsNodeTestEnvironment } from "./support/testRun";
 
 const ROOT = path.join(__dirname, "..");
 const INSTANCE = "https://contoso.crm.dynamics.com";
@@ -46,7 +47,7 @@ function run(script: string, args: string[], options: { stdin?: string; env?: Re
                 env: {
                     PATH: process.env.PATH ?? "",
                     HOME: process.env.HOME ?? "",
-                    TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json"),
+                    ...tsNodeTestEnvironment(),
                     AZURE_AUTHORITY_HOST: identity.authorityHost,
                     NODE_EXTRA_CA_CERTS: identity.caCertPath,
                     DATAVERSE_ENDPOINT: dataverse.origin,

@@ -1,7 +1,7 @@
 /**
- * A ts-node transpiler (`ts-node --transpile-only --transpiler <this file>`) that emits what ts-node's own
- * transpile-only mode emits (TypeScript's transpileModule with the project's options) and keeps each output in the
- * test run's folder (see testRun.ts), so the mock program runs of one jest run transpile each source file once.
+ * A ts-node transpiler (named by test/support/ts-node.tsconfig.json, see `tsNodeTestEnvironment` in testRun.ts) that
+ * emits what ts-node's own transpile-only mode emits (TypeScript's transpileModule with the project's options) and
+ * keeps each output in the test run's folder, so the tests' child processes transpile each source file once per run.
  * Without a test run folder it only transpiles. Plain JavaScript: ts-node loads it before it can compile anything.
  */
 const crypto = require("crypto");

@@ -2,13 +2,21 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { makeCertificate } from "../emulator/identityPlatform";
+import { startMockProgramServer } from "./mockProgramServer";
 import { TEST_RUN_DIR_VARIABLE } from "./testRun";
 
-/** jest globalSetup: runs in jest's own process before any worker starts; workers inherit `process.env` as set here. */
+/**
+ * jest globalSetup: runs in jest's own process before any worker starts; workers inherit `process.env` as set here,
+ * and globalTeardown sees the globals set here.
+ */
 export default async function globalSetup(): Promise<void> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lead-management-test-run-"));
     process.env[TEST_RUN_DIR_VARIABLE] = dir;
-    fs.mkdirSync(path.join(dir, "mock-programs"));
+    const [server] = await Promise.all([startMockProgramServer(dir), trustIdentityPlatform(dir)]);
+    (globalThis as { mockProgramServer?: unknown }).mockProgramServer = server;
+}
+
+async function trustIdentityPlatform(dir: string): Promise<void> {
     const identityDir = path.join(dir, "identity");
     fs.mkdirSync(identityDir);
     const { certPath } = await makeCertificate(identityDir);

@@ -1,8 +1,15 @@
+import type { ChildProcess } from "child_process";
 import * as fs from "fs";
 import { testRunDir } from "./testRun";
 
-/** jest globalTeardown: removes what globalSetup made, so a test run leaves no temporary folder behind. */
-export default function globalTeardown(): void {
+/** jest globalTeardown: stops and removes what globalSetup started and made, so a test run leaves nothing behind. */
+export default async function globalTeardown(): Promise<void> {
+    const server = (globalThis as { mockProgramServer?: ChildProcess }).mockProgramServer;
+    if (server !== undefined && server.exitCode === null && server.signalCode === null) {
+        const exited = new Promise((resolve) => server.once("exit", resolve));
+        server.kill();
+        await exited;
+    }
     const dir = testRunDir();
     if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -1,5 +1,4 @@
 import { ChildProcess, execFile, spawn } from "child_process";
-import { createHash } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -8,8 +7,8 @@ import * as grpc from "@grpc/grpc-js";
 import { ResourceProviderClient } from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as providerProto from "@pulumi/pulumi/proto/provider_pb";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
-import type { MockProgramReport } from "./mockProgram";
-import { testRunDir } from "./testRun";
+import type { MockProgramReport, MockProgramSpec } from "./mockProgram";
+import { MOCK_PROGRAM_SOCKET_VARIABLE, mockProgramCommand, requestMockRun } from "./mockProgramServer";
 
 const ROOT = path.join(__dirname, "..", "..");
 /** Pulumi's own dynamic-provider host, the program the CLI starts for `pulumi-nodejs:dynamic:*` resources. */
@@ -22,16 +21,16 @@ const DYNAMIC_PROVIDER_HOST = path.join(
 /** What the engine sends for a value a preview does not know yet. */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
-/** A mock run's report with what the program printed. */
-export type MockProgramRun = MockProgramReport & { console: string };
+/** A mock run's report, with what the program printed. */
+export type MockProgramRun = MockProgramReport;
 
 /**
- * Runs index.ts under mocks in a fresh ts-node process (see mockProgram.ts) and returns its report, with what the
- * program printed (without an engine, `pulumi.log` writes to the console). `secretKeys` are the config keys stored
- * as secrets.
+ * Runs index.ts under mocks in a ts-node process (see mockProgram.ts) and returns its report, with what the program
+ * printed (without an engine, `pulumi.log` writes to the console). `secretKeys` are the config keys stored as secrets.
  *
- * Under jest the run is made once per test run for each spec and shared by every file and worker that asks for the
- * same spec (see testRun.ts): the program is deterministic for a spec, and each run costs seconds of CPU.
+ * Under jest the run's mock program server (see mockProgramServer.ts) runs each spec once per test run for every
+ * file and worker that asks for it: the program is deterministic for a spec, and each run costs a second of CPU.
+ * Elsewhere (e.g. `npm run docs:preview`) a process of its own runs the spec.
  */
 export async function runMockProgram(
     config: Record<string, string>,
@@ -39,87 +38,20 @@ export async function runMockProgram(
     secretKeys: string[] = [],
     mockOutputs: Record<string, Record<string, unknown>> = {},
 ): Promise<MockProgramRun> {
-    const spec = JSON.stringify({ config, preview, secretKeys, mockOutputs });
-    const runDir = testRunDir();
-    if (runDir === undefined) return spawnMockProgram(spec);
-    const key = createHash("sha256").update(spec).digest("hex");
-    const resultPath = path.join(runDir, "mock-programs", `${key}.json`);
-    let owner = false;
-    try {
-        fs.closeSync(fs.openSync(path.join(runDir, "mock-programs", `${key}.lock`), "wx"));
-        owner = true;
-    } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-    if (owner) {
-        let result: CachedMockRun;
-        try {
-            result = { run: await spawnMockProgram(spec) };
-        } catch (err) {
-            // Waiters see the same failure rather than waiting for a result that never comes.
-            result = { failure: (err as Error).message };
-        }
-        // Written whole, then renamed: a waiter never reads half a file.
-        fs.writeFileSync(`${resultPath}.tmp`, JSON.stringify(result));
-        fs.renameSync(`${resultPath}.tmp`, resultPath);
-    }
-    const result = JSON.parse(fs.readFileSync(owner ? resultPath : await resultFile(resultPath), "utf8")) as CachedMockRun;
-    if (result.failure !== undefined) throw new Error(result.failure);
-    return result.run!;
+    const spec: MockProgramSpec = { config, preview, secretKeys, mockOutputs };
+    const socket = process.env[MOCK_PROGRAM_SOCKET_VARIABLE];
+    return socket ? requestMockRun(socket, spec) : spawnMockProgram(spec);
 }
 
-interface CachedMockRun {
-    run?: MockProgramRun;
-    failure?: string;
-}
-
-/** How long a worker waits for another worker's run of the same spec: longer than any single run takes. */
-const MOCK_RUN_WAIT_MS = 120_000;
-
-/** Resolves with `file` once it exists: on the folder's change event, with a slow poll in case an event is missed. */
-function resultFile(file: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-        const finish = (err?: Error): void => {
-            watcher.close();
-            clearInterval(poll);
-            clearTimeout(deadline);
-            if (err) reject(err);
-            else resolve(file);
-        };
-        const check = (): void => {
-            if (fs.existsSync(file)) finish();
-        };
-        const watcher = fs.watch(path.dirname(file), check);
-        const poll = setInterval(check, 500);
-        const deadline = setTimeout(
-            () => finish(new Error(`no mock program result in ${MOCK_RUN_WAIT_MS / 1000} s: ${file}`)),
-            MOCK_RUN_WAIT_MS,
-        );
-        check();
-    });
-}
-
-async function spawnMockProgram(spec: string): Promise<MockProgramRun> {
+async function spawnMockProgram(spec: MockProgramSpec): Promise<MockProgramRun> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mock-program-"));
     const specPath = path.join(dir, "spec.json");
     const reportPath = path.join(dir, "report.json");
     try {
-        fs.writeFileSync(specPath, spec);
-        const { stdout, stderr } = await promisify(execFile)(
-            process.execPath,
-            [
-                require.resolve("ts-node/dist/bin.js"),
-                "--transpile-only",
-                // The same emit as plain --transpile-only, kept per test run: each run otherwise transpiles every file.
-                "--transpiler",
-                path.join(__dirname, "cachedTranspiler.js"),
-                path.join(__dirname, "mockProgram.ts"),
-                specPath,
-                reportPath,
-            ],
-            { cwd: ROOT, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json") } },
-        );
-        return { ...(JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport), console: stdout + stderr };
+        fs.writeFileSync(specPath, JSON.stringify(spec));
+        const command = mockProgramCommand(specPath, reportPath);
+        await promisify(execFile)(command.file, command.args, { cwd: ROOT, env: command.env });
+        return JSON.parse(fs.readFileSync(reportPath, "utf8")) as MockProgramReport;
     } finally {
         fs.rmSync(dir, { recursive: true, force: true });
     }
