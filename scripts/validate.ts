@@ -13,7 +13,7 @@
  * Exit codes: 0 the lead landed; 2 usage; one per failure class (see EXIT_CODES in components/validation/leadCheck.ts).
  */
 import * as fs from "fs";
-import { isGuid, normaliseInstanceUrl } from "../components/config";
+import { isGuid, normaliseInstanceUrl } from "../components/guide";
 import { clientFromEnvironment } from "../components/dataverse/client";
 import {
     DATAVERSE_PUBLIC_CLIENT_ID,

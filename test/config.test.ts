@@ -8,12 +8,11 @@ import {
     ConfigKey,
     configInput,
     CONFIG_KEYS,
-    GUIDE_ROLE_PRIVILEGES,
-    GUIDE_SOLUTION_URL,
     loadStackConfig,
     parseStackConfig,
     RawConfig,
 } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES, GUIDE_SOLUTION_URL } from "../components/guide";
 import { redactUrl } from "../components/redact";
 import { installMocks, settle } from "./support/pulumiMocks";
 

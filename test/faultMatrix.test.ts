@@ -19,7 +19,7 @@ import {
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
-import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";

@@ -1,12 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import {
-    DYNAMICS_CRM_APP_ID,
-    DYNAMICS_CRM_SP_OBJECT_ID,
-    installMocks,
-    MOCK_SECRET_VALUE,
-    settle,
-    USER_IMPERSONATION_SCOPE_ID,
-} from "./support/pulumiMocks";
+import { installMocks, settle } from "./support/pulumiMocks";
+import { DYNAMICS_CRM_APP_ID, DYNAMICS_CRM_SP_OBJECT_ID, MOCK_SECRET_VALUE, USER_IMPERSONATION_SCOPE_ID } from "./support/mockValues";
 import { AzureAdApp, secretRotation } from "../components/identity/azureAdApp";
 
 const run = installMocks();

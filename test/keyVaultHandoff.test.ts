@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks, MOCK_SECRET_VALUE, settle } from "./support/pulumiMocks";
+import { installMocks, settle } from "./support/pulumiMocks";
+import { MOCK_SECRET_VALUE } from "./support/mockValues";
 import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { epochSeconds, HANDOFF_SECRET_NAME, KeyVaultHandoff, parseKeyVaultId } from "../components/identity/keyVaultHandoff";
 

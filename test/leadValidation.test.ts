@@ -13,8 +13,8 @@ import { trustedTestCertificate } from "./support/testRun";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
-import { MOCK_ROLE_ID, MOCK_TENANT_ID } from "./support/pulumiMocks";
-import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+import { MOCK_ROLE_ID, MOCK_TENANT_ID } from "./support/mockValues";
+import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { classifyDataverseFailure, classifySignInFailure, LeadCheckTarget } from "../components/validation/leadCheck";
 import { DataverseError } from "../components/dataverse/client";
 

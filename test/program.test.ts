@@ -1,12 +1,14 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks, MockRun, MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/pulumiMocks";
+import { installMocks, MockRun } from "./support/pulumiMocks";
+import { MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/mockValues";
 import { registrationsOf } from "./support/registrations";
 import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
-import { CONFIG_KEYS, GUIDE_ROLE_PRIVILEGES, StackConfig } from "../components/config";
+import { CONFIG_KEYS, StackConfig } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 
 type Program = typeof import("../index");
 let mocks: MockRun;

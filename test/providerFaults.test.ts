@@ -17,7 +17,7 @@ import {
 } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
-import { GUIDE_ROLE_PRIVILEGES } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { clientTuningFromEnvironment } from "../components/dataverse/client";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";

@@ -25,7 +25,7 @@ import {
     runMockProgram,
     UNKNOWN,
 } from "./support/providerHost";
-import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/config";
+import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/guide";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";

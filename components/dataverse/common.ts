@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { isGuid, normaliseInstanceUrl, PrivilegeDepth, PRIVILEGE_DEPTHS } from "../config";
+import { isGuid, normaliseInstanceUrl, PrivilegeDepth, PRIVILEGE_DEPTHS } from "../guide";
 import { DataverseError, ErrorCodes } from "./client";
 
 /** What the engine passes for an input that is not known yet (preview); validation must let it through. */

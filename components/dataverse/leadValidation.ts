@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { PrivilegeGrant } from "../config";
+import { PrivilegeGrant } from "../guide";
 import { runLeadCheck } from "../validation/leadCheck";
 import { sharedClient } from "./client";
 import { CheckFailure, mustBeGuid, mustBeInstanceUrl, mustNotBeEmpty, validateField, Versioned } from "./common";

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { GUIDE_ROLE_PRIVILEGES, PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../config";
+import { GUIDE_ROLE_PRIVILEGES, PrivilegeDepth, PrivilegeGrant, PRIVILEGE_DEPTHS } from "../guide";
 import { sharedClient, DataverseClient, odataGuid, odataString } from "./client";
 import {
     anyUnknown,

@@ -23,7 +23,8 @@ import * as fs from "fs";
 import * as http from "http";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks, UNKNOWN_OUTPUT } from "./pulumiMocks";
+import { UNKNOWN_OUTPUT } from "./mockValues";
+import { installMocks } from "./pulumiMocks";
 
 const ROOT = path.join(__dirname, "..", "..");
 

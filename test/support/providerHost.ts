@@ -6,11 +6,30 @@ import { isDeepStrictEqual, promisify } from "util";
 import * as grpc from "@grpc/grpc-js";
 import { ResourceProviderClient } from "@pulumi/pulumi/proto/provider_grpc_pb";
 import * as providerProto from "@pulumi/pulumi/proto/provider_pb";
+import { BinaryReader, BinaryWriter } from "google-protobuf";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import type { MockProgramReport, MockProgramSpec } from "./mockProgram";
 import { MOCK_PROGRAM_SOCKET_VARIABLE, mockProgramCommand, requestMockRun } from "./mockProgramServer";
 
 const ROOT = path.join(__dirname, "..", "..");
+
+/**
+ * The simulated engine's protobuf strings go through Node's native UTF-8 instead of google-protobuf's JavaScript
+ * loop. The real engine is Go, with native protobuf; here every call carries the serialized provider (50–70 KB) in
+ * both directions, and the loop made the simulated engine, not the provider host, most of a provider test's CPU.
+ * The bytes are the same (a string and bytes are both length-delimited UTF-8 on the wire); only this process's
+ * copy of google-protobuf is changed: the provider host runs Pulumi's own, untouched.
+ */
+function encodeStringsNatively(): void {
+    BinaryWriter.prototype.writeString = function (this: BinaryWriter, field: number, value?: string): void {
+        if (value !== undefined && value !== null) this.writeBytes(field, Buffer.from(value, "utf8"));
+    };
+    BinaryReader.prototype.readString = function (this: BinaryReader): string {
+        const bytes = this.readBytes();
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+    };
+}
+encodeStringsNatively();
 /** Pulumi's own dynamic-provider host, the program the CLI starts for `pulumi-nodejs:dynamic:*` resources. */
 const DYNAMIC_PROVIDER_HOST = path.join(
     path.dirname(require.resolve("@pulumi/pulumi/package.json")),
