@@ -4,7 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { installMocks, MockRun } from "./support/pulumiMocks";
 import { MOCK_SECRET_VALUE, MOCK_TENANT_ID } from "./support/mockValues";
 import { registrationsOf } from "./support/registrations";
-import { PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
+import { PLAIN_STACK_CONFIG, providersOf, runMockProgram } from "./support/providerHost";
 import { README, renderPreview, stackConfig, withPreview } from "./support/renderPreview";
 import type { MockProgramReport, Registration } from "./support/mockProgram";
 import { CONFIG_KEYS, StackConfig } from "../components/config";
@@ -179,6 +179,29 @@ describe("the stack output warnings", () => {
             value: ["solution adopted", "user was disabled", "grant beyond the guide", "deeper grant left alone"],
             secret: false,
         });
+    }, 60_000);
+});
+
+describe("the mock program server", () => {
+    it("gets the providers' code from a fresh evaluation under another config unchanged: they capture no config", async () => {
+        // The server reuses the components (and Pulumi's serialized providers) across specs; this spec evaluates every
+        // project module afresh under a different config, as a new `pulumi up` process would.
+        const [shared, fresh] = await Promise.all([
+            runMockProgram(PLAIN_STACK_CONFIG),
+            runMockProgram(
+                { ...stackConfig("dev"), leadWriterRoleName: "Lead Writer (contoso)", validateOnUp: "true" },
+                false,
+                [],
+                {},
+                { freshModules: true },
+            ),
+        ]);
+        expect(fresh.error).toBeUndefined();
+        const freshProviders = providersOf(fresh);
+        expect(freshProviders.size).toBe(5);
+        for (const [type, code] of providersOf(shared)) {
+            expect({ type, same: freshProviders.get(type) === code }).toEqual({ type, same: true });
+        }
     }, 60_000);
 });
 

@@ -10,13 +10,14 @@
  * Two ways to run it:
  * - `ts-node --transpile-only test/support/mockProgram.ts <spec.json> <report.json>`: one spec, then exit.
  * - `ts-node --transpile-only test/support/mockProgram.ts --serve <socket>`: a server on a Unix socket that runs
- *   each spec POSTed to it, one at a time, and answers with its report (see mockProgramServer.ts). Node packages are
- *   loaded once; the project's own modules are evaluated afresh for every spec, as in a new process, so each run
- *   builds and serializes its providers itself. A spec already run is answered from memory: the program is
- *   deterministic for a spec.
+ *   each spec POSTed to it, one at a time, and answers with its report (see mockProgramServer.ts). Packages and the
+ *   components load once; index.ts runs afresh for every spec. Pulumi serializes each dynamic provider once per
+ *   process, as in a `pulumi up` where many resources share a provider, so later specs reuse that code: the
+ *   providers capture nothing that depends on the config, which a test checks with `freshModules` (every project
+ *   module evaluated and every provider serialized afresh). A spec already run is answered from memory.
  *
  * A spec: { "config": { "<key>": "<value>" }, "preview"?: boolean, "secretKeys"?: ["<key>"],
- *           "mockOutputs"?: { "<type token>": { "<output>": <value> } } }
+ *           "mockOutputs"?: { "<type token>": { "<output>": <value> } }, "freshModules"?: boolean }
  * `secretKeys` are marked secret as `pulumi config set --secret` marks them (the engine's PULUMI_CONFIG_SECRET_KEYS).
  */
 import * as fs from "fs";
@@ -33,6 +34,8 @@ export interface MockProgramSpec {
     preview?: boolean;
     secretKeys?: string[];
     mockOutputs?: Record<string, Record<string, unknown>>;
+    /** Evaluate the project's modules afresh, as a new process would, instead of only index.ts. */
+    freshModules?: boolean;
 }
 
 export interface Registration {
@@ -82,7 +85,7 @@ export async function runProgram(spec: MockProgramSpec): Promise<MockProgramRepo
             (spec.secretKeys ?? []).map((k) => `lead-management:${k}`),
         );
         try {
-            forgetProjectModules();
+            forgetProjectModules(spec.freshModules ? "all" : "program");
             // eslint-disable-next-line @typescript-eslint/no-require-imports -- loads the program as the runtime does
             const program = require(path.join(ROOT, "index")) as Record<string, unknown>;
             for (const [name, value] of Object.entries(program)) {
@@ -142,17 +145,17 @@ async function settleOutput(output: pulumi.Output<unknown>): Promise<{ value: un
 }
 
 /**
- * Drops the project's own modules (not packages, not this test support) from `require.cache`, so the next
- * `require` of index.ts evaluates the program and its components as a new process would: module state, provider
- * objects and their serialization start afresh.
+ * Drops index.ts (`program`), or every project module but this test support (`all`), from `require.cache`, so the
+ * next `require` of index.ts runs the program again; with `all`, its components are evaluated as a new process
+ * would evaluate them: module state, provider objects and their serialization start afresh.
  */
-function forgetProjectModules(): void {
+function forgetProjectModules(scope: "program" | "all"): void {
+    const program = require.resolve(path.join(ROOT, "index"));
     const support = `${path.join(ROOT, "test")}${path.sep}`;
     const packages = `${path.join(ROOT, "node_modules")}${path.sep}`;
     for (const file of Object.keys(require.cache)) {
-        if (file.startsWith(ROOT + path.sep) && !file.startsWith(packages) && !file.startsWith(support)) {
-            delete require.cache[file];
-        }
+        const project = file.startsWith(ROOT + path.sep) && !file.startsWith(packages) && !file.startsWith(support);
+        if (file === program || (scope === "all" && project)) delete require.cache[file];
     }
 }
 

@@ -56,8 +56,9 @@ export async function runMockProgram(
     preview = false,
     secretKeys: string[] = [],
     mockOutputs: Record<string, Record<string, unknown>> = {},
+    options: Pick<MockProgramSpec, "freshModules"> = {},
 ): Promise<MockProgramRun> {
-    const spec: MockProgramSpec = { config, preview, secretKeys, mockOutputs };
+    const spec: MockProgramSpec = { config, preview, secretKeys, mockOutputs, ...options };
     const socket = process.env[MOCK_PROGRAM_SOCKET_VARIABLE];
     return socket ? requestMockRun(socket, spec) : spawnMockProgram(spec);
 }
