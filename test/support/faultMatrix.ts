@@ -1,5 +1,5 @@
 /**
- * The fault matrix: every provider operation, with one fault at each of its requests in turn (429 with
+ * The fault matrix (run by the faultMatrix*.test.ts files): every provider operation, with one fault at each of its requests in turn (429 with
  * Retry-After, 503, a reset before the service saw the request, a timeout, an answer lost after the service acted),
  * run through Pulumi's own dynamic-provider host. Each case either succeeds through retries or fails with a clear
  * error, and a re-run (what the engine does next) reaches the same Dataverse state as a fault-free run: no
@@ -16,10 +16,10 @@ import {
     LEAD_WRITER_ROLE_NAME,
     LEAD_WRITER_SOLUTION_UNIQUE_NAME,
     startEmulator,
-} from "./emulator/server";
-import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
-import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
+} from "../emulator/server";
+import { buildSolutionZip } from "./solutionZip";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./providerHost";
+import { GUIDE_ROLE_PRIVILEGES } from "../../components/guide";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
@@ -195,28 +195,9 @@ function expectClearError(err: unknown): void {
 }
 
 let scratch: string | undefined;
-
-beforeAll(async () => {
-    const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-")));
-    const write = (version: string) => {
-        const file = path.join(dir, `lead-writer-${version}.zip`);
-        fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
-        return file;
-    };
-    zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1") };
-    const report = await runMockProgram(PLAIN_STACK_CONFIG);
-    expect(report.error).toBeUndefined();
-    providers = providersOf(report);
-    // Imports finish with the first request after their start: polling never waits, so request counts are exact.
-    emulator = await startEmulator({ importPolls: 0 });
-    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
-}, 120_000);
-
-afterAll(async () => {
-    await host?.stop();
-    await emulator?.close();
-    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-});
+const summary: string[] = [];
+let cases = 0;
+let matrixMs = 0;
 
 function reset(to: EmulatorState = createInitialState()): void {
     Object.assign(emulator.state, structuredClone(to));
@@ -225,112 +206,144 @@ function reset(to: EmulatorState = createInitialState()): void {
     emulator.registerApplication(APP_ID);
 }
 
-const summary: string[] = [];
-let cases = 0;
-let matrixMs = 0;
+/** The resource types whose operations a test file puts through the matrix. */
+export type MatrixResource = "Solution" | "ApplicationUser" | "RoleAssignment" | "RolePrivileges";
 
-describe.each(OPERATIONS)("$name", (operation) => {
-    let start: EmulatorState;
-    let states: Record<string, ResourceState>;
-    let expected: ReturnType<typeof endState>;
-    let expectedResult: ReturnType<typeof comparable>;
-    let requestCount = 0;
-
+/**
+ * Registers the matrix in the calling test file: its own emulator and provider host, every operation of
+ * `resources` with each fault at each of its requests, and, with `killedProcess`, a provider process killed between
+ * two calls. The matrix is split across files so that jest runs its parts side by side.
+ */
+export function faultMatrix(resources: readonly MatrixResource[], options: { killedProcess?: boolean } = {}): void {
     beforeAll(async () => {
-        reset();
-        states = await operation.before();
-        start = structuredClone(emulator.state);
-        emulator.requests.length = 0;
-        expectedResult = comparable(await operation.run(states));
-        requestCount = emulator.requests.length;
-        expected = endState(emulator.state);
-        summary.push(`${operation.name}: ${requestCount} requests`);
-    }, 30_000);
+        const dir = (scratch = fs.mkdtempSync(path.join(os.tmpdir(), "fault-matrix-")));
+        const write = (version: string) => {
+            const file = path.join(dir, `lead-writer-${version}.zip`);
+            fs.writeFileSync(file, buildSolutionZip({ uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version, managed: true }));
+            return file;
+        };
+        zips = { v1: write("1.0.0.0"), v1_1: write("1.0.0.1") };
+        const report = await runMockProgram(PLAIN_STACK_CONFIG);
+        expect(report.error).toBeUndefined();
+        providers = providersOf(report);
+        // Imports finish with the first request after their start: polling never waits, so request counts are exact.
+        emulator = await startEmulator({ importPolls: 0 });
+        host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
+    }, 120_000);
 
-    it(operation.requestFree ? "makes no request at all" : "makes its requests fault-free", () => {
-        if (operation.requestFree) expect(requestCount).toBe(0);
-        else expect(requestCount).toBeGreaterThan(0);
+    afterAll(async () => {
+        await host?.stop();
+        await emulator?.close();
+        if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
     });
 
-    // A request-free operation has nothing to fault: the test above is all there is to it.
-    const itWithFaults = operation.requestFree ? () => undefined : it;
-    itWithFaults(
-        "converges after one fault at each request",
-        async () => {
-            const outcomes: string[] = [];
-            const started = Date.now();
-            for (let k = 1; k <= requestCount; k++) {
-                for (const [label, fault] of Object.entries(FAULTS)) {
-                    cases++;
-                    reset(start);
-                    emulator.injectFault({ path: /./ }, k, fault);
-                    let result: ReturnType<typeof comparable>;
-                    try {
-                        result = comparable(await operation.run(states));
-                        outcomes.push(`request ${k} ${label}: ok`);
-                    } catch (err) {
-                        expectClearError(err);
-                        outcomes.push(`request ${k} ${label}: ${(err as Error).message.slice(0, 60)}`);
-                        // The engine stored nothing new: the re-run starts from the same state.
-                        emulator.clearFaults();
-                        result = comparable(await operation.run(states));
-                    }
-                    const context = `${operation.name}, request ${k} (${emulator.requests[k - 1]?.method} ${emulator.requests[k - 1]?.path.split("?")[0]}), ${label}`;
-                    expect({ context, state: endState(emulator.state) }).toEqual({ context, state: expected });
-                    if (operation.name.endsWith("create")) {
-                        // A new id each run: it must name what the re-run left in Dataverse.
-                        const ids = result!.id.split("/");
-                        expect({ context, known: ids.map((id) => JSON.stringify(emulator.state).includes(id)) }).toEqual({
-                            context,
-                            known: ids.map(() => true),
-                        });
-                    } else {
-                        expect({ context, result }).toEqual({ context, result: expectedResult });
+    describe.each(OPERATIONS.filter((o) => resources.some((r) => o.name.startsWith(`${r} `))))("$name", (operation) => {
+        let start: EmulatorState;
+        let states: Record<string, ResourceState>;
+        let expected: ReturnType<typeof endState>;
+        let expectedResult: ReturnType<typeof comparable>;
+        let requestCount = 0;
+
+        beforeAll(async () => {
+            reset();
+            states = await operation.before();
+            start = structuredClone(emulator.state);
+            emulator.requests.length = 0;
+            expectedResult = comparable(await operation.run(states));
+            requestCount = emulator.requests.length;
+            expected = endState(emulator.state);
+            summary.push(`${operation.name}: ${requestCount} requests`);
+        }, 30_000);
+
+        it(operation.requestFree ? "makes no request at all" : "makes its requests fault-free", () => {
+            if (operation.requestFree) expect(requestCount).toBe(0);
+            else expect(requestCount).toBeGreaterThan(0);
+        });
+
+        // A request-free operation has nothing to fault: the test above is all there is to it.
+        const itWithFaults = operation.requestFree ? () => undefined : it;
+        itWithFaults(
+            "converges after one fault at each request",
+            async () => {
+                const outcomes: string[] = [];
+                const started = Date.now();
+                for (let k = 1; k <= requestCount; k++) {
+                    for (const [label, fault] of Object.entries(FAULTS)) {
+                        cases++;
+                        reset(start);
+                        emulator.injectFault({ path: /./ }, k, fault);
+                        let result: ReturnType<typeof comparable>;
+                        try {
+                            result = comparable(await operation.run(states));
+                            outcomes.push(`request ${k} ${label}: ok`);
+                        } catch (err) {
+                            expectClearError(err);
+                            outcomes.push(`request ${k} ${label}: ${(err as Error).message.slice(0, 60)}`);
+                            // The engine stored nothing new: the re-run starts from the same state.
+                            emulator.clearFaults();
+                            result = comparable(await operation.run(states));
+                        }
+                        const context = `${operation.name}, request ${k} (${emulator.requests[k - 1]?.method} ${emulator.requests[k - 1]?.path.split("?")[0]}), ${label}`;
+                        expect({ context, state: endState(emulator.state) }).toEqual({ context, state: expected });
+                        if (operation.name.endsWith("create")) {
+                            // A new id each run: it must name what the re-run left in Dataverse.
+                            const ids = result!.id.split("/");
+                            expect({ context, known: ids.map((id) => JSON.stringify(emulator.state).includes(id)) }).toEqual({
+                                context,
+                                known: ids.map(() => true),
+                            });
+                        } else {
+                            expect({ context, result }).toEqual({ context, result: expectedResult });
+                        }
                     }
                 }
-            }
-            expect(host.output).not.toContain(TOKEN);
-            matrixMs += Date.now() - started;
-            summary.push(`  ${outcomes.filter((o) => !o.endsWith(": ok")).length} of ${outcomes.length} failed first, all converged`);
-        },
-        60_000,
-    );
-});
+                expect(host.output).not.toContain(TOKEN);
+                matrixMs += Date.now() - started;
+                summary.push(`  ${outcomes.filter((o) => !o.endsWith(": ok")).length} of ${outcomes.length} failed first, all converged`);
+            },
+            60_000,
+        );
+    });
 
-describe("a provider process killed between two calls", () => {
-    const stack = async (on: ProviderHost) => {
-        const solution = await engine("Solution", on).up(solutionInputs());
-        const user = await engine("ApplicationUser", on).up(userInputs());
-        const link = await engine("RoleAssignment", on).up(linkInputs(user.state.id));
-        const grants = await engine("RolePrivileges", on).up(grantInputs());
-        return [solution, user, link, grants].map((r) => r.state);
-    };
+    if (options.killedProcess) killedProcessTests();
 
-    it.each([1, 3])(
-        "after call %i, a re-run with a new process and no saved state converges",
-        async (calls) => {
-            reset();
-            await stack(host);
-            const expectedStack = endState(emulator.state);
+    afterAll(() => {
+        // The matrix's size and time, in the test log.
+        console.log(`${summary.join("\n")}\n${cases} cases in ${(matrixMs / 1000).toFixed(1)} s`);
+    });
+}
 
-            reset();
-            const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
-            await engine("Solution", doomed).up(solutionInputs());
-            if (calls >= 2) {
-                const user = await engine("ApplicationUser", doomed).up(userInputs());
-                if (calls >= 3) await engine("RoleAssignment", doomed).up(linkInputs(user.state.id));
-            }
-            await doomed.stop();
+function killedProcessTests(): void {
+    describe("a provider process killed between two calls", () => {
+        const stack = async (on: ProviderHost) => {
+            const solution = await engine("Solution", on).up(solutionInputs());
+            const user = await engine("ApplicationUser", on).up(userInputs());
+            const link = await engine("RoleAssignment", on).up(linkInputs(user.state.id));
+            const grants = await engine("RolePrivileges", on).up(grantInputs());
+            return [solution, user, link, grants].map((r) => r.state);
+        };
 
-            const states = await stack(host);
-            expect(endState(emulator.state)).toEqual(expectedStack);
-            expect(states[0].outputs.adopted).toBe(false);
-        },
-        30_000,
-    );
-});
+        it.each([1, 3])(
+            "after call %i, a re-run with a new process and no saved state converges",
+            async (calls) => {
+                reset();
+                await stack(host);
+                const expectedStack = endState(emulator.state);
 
-afterAll(() => {
-    // The matrix's size and time, in the test log.
-    console.log(`${summary.join("\n")}\n${cases} cases in ${(matrixMs / 1000).toFixed(1)} s`);
-});
+                reset();
+                const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
+                await engine("Solution", doomed).up(solutionInputs());
+                if (calls >= 2) {
+                    const user = await engine("ApplicationUser", doomed).up(userInputs());
+                    if (calls >= 3) await engine("RoleAssignment", doomed).up(linkInputs(user.state.id));
+                }
+                await doomed.stop();
+
+                const states = await stack(host);
+                expect(endState(emulator.state)).toEqual(expectedStack);
+                expect(states[0].outputs.adopted).toBe(false);
+            },
+            30_000,
+        );
+    });
+}
