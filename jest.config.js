@@ -8,6 +8,9 @@ module.exports = {
     // A file spends much of its time waiting on its provider host or a timer: on a 2-core machine four workers keep
     // both cores busy (measured: 2 workers 45 s, 3 36 s, 4 32 s, 5 32 s, 6 37 s).
     maxWorkers: 4,
+    // A worker past 1 GB after a file is replaced. Setting a limit also makes jest use workers even for a single
+    // file: workers start after globalSetup, so they trust the identity platform's certificate (see testRun.ts).
+    workerIdleMemoryLimit: "1GB",
     testTimeout: 60000,
     // One folder per run shared by the workers (transpiled sources, the mock program server's socket) and the identity
     // platform's certificate, trusted by every worker from its start (see test/support/testRun.ts).

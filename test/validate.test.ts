@@ -2,25 +2,20 @@
  * `npm run validate` end to end: the script signs in through the real @azure/identity ClientSecretCredential against
  * the emulated identity platform, then writes its test lead into the Dataverse emulator. Each failure class has its
  * own message and exit code. A success, a sign-in failure and a usage error run as `npm run validate` runs, in a child
- * process started with NODE_EXTRA_CA_CERTS (Node reads it only at start); the other cases call the script's
- * `runValidate` in this worker, which jest started trusting the platform's certificate (test/support/testRun.ts).
+ * process; the other cases run the script in this worker (test/support/validateRun.ts).
  */
-import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import * as path from "node:path";
-import { format } from "node:util";
 import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
-import { runValidate } from "../scripts/validate";
-import { trustedTestCertificate, tsNodeTestEnvironment } from "./support/testRun";
+import { trustedTestCertificate } from "./support/testRun";
+import { expectTrustedIdentityPlatform, ValidateRun, validateInProcess, validateProcess } from "./support/validateRun";
 
-const ROOT = path.join(__dirname, "..");
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
@@ -30,22 +25,7 @@ const ADMIN_TOKEN = "deploying-identity-token";
 let dataverse: Emulator;
 let identity: IdentityPlatform;
 
-interface Run {
-    code: number;
-    stdout: string;
-    stderr: string;
-    /** How often the DATAVERSE_ENDPOINT warning was printed (removed from stderr). */
-    announced: number;
-}
-
-/** Every run here goes to the emulator, which the client announces once per process on stderr; the rest is the script's. */
-const ANNOUNCEMENT =
-    /^warning: DATAVERSE_ENDPOINT is set: requests meant for the instance, with their bearer tokens, go to \S+ instead\.\n/gm;
-
-function announcementsRemoved(code: number, stdout: string, stderr: string): Run {
-    const announced = (stderr.match(ANNOUNCEMENT) ?? []).length;
-    return { code, stdout, stderr: stderr.replace(ANNOUNCEMENT, ""), announced };
-}
+type Run = ValidateRun;
 
 /** The environment a run starts with: the emulators, the deploying identity's token and what the case adds. */
 function runEnvironment(env: Record<string, string> = {}): Record<string, string> {
@@ -57,71 +37,13 @@ function runEnvironment(env: Record<string, string> = {}): Record<string, string
     };
 }
 
-/** Whether this process trusts the identity platform's certificate: it does when jest started it with NODE_EXTRA_CA_CERTS. */
-let trustsIdentityPlatform = false;
-
-function probeIdentityPlatform(): Promise<boolean> {
-    return new Promise((resolve) => {
-        https
-            .get(new URL("/common/discovery/instance", identity.authorityHost), { agent: false }, (res) => {
-                res.resume();
-                resolve(true);
-            })
-            .on("error", () => resolve(false));
-    });
-}
-
-/**
- * Runs the script: in this process through its `runValidate` entry (the real @azure/identity flow, when this worker
- * trusts the identity platform), otherwise as `npm run validate` does. Either way with only the run's environment.
- */
-async function validate(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
-    if (!trustsIdentityPlatform) return validateProcess(args, options);
-    let stdout = "";
-    let stderr = "";
-    const saved = process.env;
-    process.env = { PATH: saved.PATH ?? "", HOME: saved.HOME ?? "", ...runEnvironment(options.env) };
-    // What the components print with console.warn goes to the process's stderr.
-    const warn = jest.spyOn(console, "warn").mockImplementation((...parts: unknown[]) => {
-        stderr += `${format(...parts)}\n`;
-    });
-    try {
-        const code = await runValidate(args, process.env, {
-            stdout: { write: (text: string) => (stdout += text) },
-            stderr: { write: (text: string) => (stderr += text) },
-            readStdin: () => options.stdin ?? "",
-        });
-        return announcementsRemoved(code, stdout, stderr);
-    } finally {
-        warn.mockRestore();
-        process.env = saved;
-    }
-}
-
-/** Runs the script as `npm run validate` does, with the environment fixed before it starts. */
-function validateProcess(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
-    return new Promise((resolve) => {
-        const child = execFile(
-            process.execPath,
-            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(ROOT, "scripts", "validate.ts"), ...args],
-            {
-                cwd: ROOT,
-                env: {
-                    PATH: process.env.PATH ?? "",
-                    HOME: process.env.HOME ?? "",
-                    ...tsNodeTestEnvironment(),
-                    NODE_EXTRA_CA_CERTS: identity.caCertPath,
-                    ...runEnvironment(options.env),
-                },
-            },
-            (err, stdout, stderr) => {
-                const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-                resolve(announcementsRemoved(typeof code === "number" ? code : 1, stdout, stderr));
-            },
-        );
-        child.stdin?.end(options.stdin ?? "");
-    });
-}
+type Options = { stdin?: string; env?: Record<string, string> };
+/** The script in this worker (see test/support/validateRun.ts). */
+const validate = (args: string[], options: Options = {}): Promise<Run> =>
+    validateInProcess({ args, env: runEnvironment(options.env), stdin: options.stdin });
+/** The script as `npm run validate` runs it, in its own process started trusting the identity platform. */
+const validateEndToEnd = (args: string[], options: Options = {}): Promise<Run> =>
+    validateProcess({ args, env: { NODE_EXTRA_CA_CERTS: identity.caCertPath, ...runEnvironment(options.env) }, stdin: options.stdin });
 
 /** The JSON `pulumi stack output --json --show-secrets` prints for this stack. */
 function stackOutputs(overrides: Record<string, string> = {}): string {
@@ -171,7 +93,7 @@ beforeAll(async () => {
         certificate: trustedTestCertificate(),
         onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
     });
-    trustsIdentityPlatform = await probeIdentityPlatform();
+    await expectTrustedIdentityPlatform(identity.authorityHost);
 }, 60_000);
 
 afterAll(async () => {
@@ -190,7 +112,7 @@ beforeEach(() => {
 describe("npm run validate", () => {
     it("signs in as the app, writes the test lead as its application user, reads it back and deletes it as the deployer", async () => {
         const userId = provision();
-        const run = await validateProcess(["--stack-outputs", "-"], { stdin: stackOutputs() });
+        const run = await validateEndToEnd(["--stack-outputs", "-"], { stdin: stackOutputs() });
         expect(run.stderr).toBe("");
         expect(run.announced).toBe(1);
         expect(run.code).toBe(0);
@@ -339,7 +261,7 @@ describe("npm run validate", () => {
             "$name",
             async ({ setUp, outputs, endToEnd, failure, message }) => {
                 setUp();
-                const run = await (endToEnd ? validateProcess : validate)(["--stack-outputs", "-"], { stdin: stackOutputs(outputs) });
+                const run = await (endToEnd ? validateEndToEnd : validate)(["--stack-outputs", "-"], { stdin: stackOutputs(outputs) });
                 expect(run.stderr).toMatch(new RegExp(`^FAILED \\(${failure}\\): `));
                 expect(run.stderr).toMatch(message);
                 expect(run.code).toBe(EXIT_CODES[failure]);
@@ -376,7 +298,7 @@ describe("npm run validate", () => {
 
     describe("bad input is refused before any sign-in", () => {
         it("refuses a secret on the command line", async () => {
-            const run = await validateProcess(["--stack-outputs", "-", "--client-secret", SECRET], { stdin: stackOutputs() });
+            const run = await validateEndToEnd(["--stack-outputs", "-", "--client-secret", SECRET], { stdin: stackOutputs() });
             expect(run.code).toBe(2);
             expect(run.stderr).toMatch(
                 /--client-secret is not accepted: a secret on the command line ends up in shell history.*LEAD_WRITER_CLIENT_SECRET/,
@@ -409,7 +331,7 @@ describe("npm run validate", () => {
     });
 });
 
-/** One HTTPS request to the identity platform, trusting its certificate explicitly (jest started without it). */
+/** One HTTPS request to the identity platform, trusting its certificate explicitly rather than through the process. */
 function identityRequest(
     method: string,
     pathname: string,

@@ -3,23 +3,28 @@
  * `@azure/identity` UsernamePasswordCredential (resource-owner password grant) against the emulated identity platform,
  * and writes its test lead as the Dataverse user synchronised from that account.
  *
- * Child processes only where the process boundary matters (NODE_EXTRA_CA_CERTS is read when a process starts): the
- * script end to end, its exit code for one failure class, and its refusals. The other failure classes run through the
- * lead check core in ONE child (test/support/leadCheckRunner.ts), each against its own account.
+ * The script end to end runs as `npm run validate` runs it, in a child process; the other cases run it in this worker
+ * (test/support/validateRun.ts), and the failure classes go through the lead check core, each with its own account.
  */
-import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import https from "node:https";
-import * as path from "node:path";
 import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser, startIdentityPlatform } from "./emulator/identityPlatform";
-import { DATAVERSE_PUBLIC_CLIENT_ID, EXIT_CODES, LeadCheckFailure, ServiceAccountSignInTarget } from "../components/validation/leadCheck";
-import type { LeadCheckOutcome } from "./support/leadCheckRunner";
-import { tsNodeTestEnvironment } from "./support/testRun";
+import { clientFromEnvironment } from "../components/dataverse/client";
+import {
+    DATAVERSE_PUBLIC_CLIENT_ID,
+    EXIT_CODES,
+    LeadCheckError,
+    LeadCheckFailure,
+    LeadCheckTarget,
+    runLeadCheck,
+    ServiceAccountSignInTarget,
+} from "../components/validation/leadCheck";
+import { trustedTestCertificate } from "./support/testRun";
+import { expectTrustedIdentityPlatform, ValidateRun, validateInProcess, validateProcess, withEnvironment } from "./support/validateRun";
 
-const ROOT = path.join(__dirname, "..");
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const DOMAIN = "contoso.onmicrosoft.com";
@@ -30,43 +35,47 @@ const ADMIN_TOKEN = "deploying-identity-token";
 let dataverse: Emulator;
 let identity: IdentityPlatform;
 
-interface Run {
-    code: number;
-    stdout: string;
-    stderr: string;
+/** The environment a run starts with: the emulators, the deploying identity's token and what the case adds. */
+function runEnvironment(env: Record<string, string> = {}): Record<string, string> {
+    return {
+        AZURE_AUTHORITY_HOST: identity.authorityHost,
+        DATAVERSE_ENDPOINT: dataverse.origin,
+        DATAVERSE_TOKEN: ADMIN_TOKEN,
+        ...env,
+    };
 }
 
-/** Runs a TypeScript entry point as `npm run validate` runs its script, with the environment fixed before it starts. */
-function run(script: string, args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
-    return new Promise((resolve) => {
-        const child = execFile(
-            process.execPath,
-            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(ROOT, script), ...args],
-            {
-                cwd: ROOT,
-                env: {
-                    PATH: process.env.PATH ?? "",
-                    HOME: process.env.HOME ?? "",
-                    ...tsNodeTestEnvironment(),
-                    AZURE_AUTHORITY_HOST: identity.authorityHost,
-                    NODE_EXTRA_CA_CERTS: identity.caCertPath,
-                    DATAVERSE_ENDPOINT: dataverse.origin,
-                    DATAVERSE_TOKEN: ADMIN_TOKEN,
-                    ...options.env,
-                },
-            },
-            (err, stdout, stderr) => {
-                const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-                // The client announces DATAVERSE_ENDPOINT once on stderr; the rest is the script's.
-                const announcement = /^warning: DATAVERSE_ENDPOINT is set: .*\n/gm;
-                resolve({ code: typeof code === "number" ? code : 1, stdout, stderr: stderr.replace(announcement, "") });
-            },
-        );
-        child.stdin?.end(options.stdin ?? "");
+type Options = { stdin?: string; env?: Record<string, string> };
+/** The script in this worker (see test/support/validateRun.ts). */
+const validate = (args: string[], options: Options = {}): Promise<ValidateRun> =>
+    validateInProcess({ args, env: runEnvironment(options.env), stdin: options.stdin });
+/** The script as `npm run validate` runs it, in its own process started trusting the identity platform. */
+const validateEndToEnd = (args: string[], options: Options = {}): Promise<ValidateRun> =>
+    validateProcess({ args, env: { NODE_EXTRA_CA_CERTS: identity.caCertPath, ...runEnvironment(options.env) }, stdin: options.stdin });
+
+/** What the lead check core ended with for one target. */
+type LeadCheckOutcome =
+    { ok: true; systemUserId: string; deleted: boolean } | { ok: false; failure: string; exitCode: number; message: string };
+
+/** The lead check core for each target in turn, as `npm run validate` runs it; the deployer deletes each lead that lands. */
+function leadChecks(targets: LeadCheckTarget[]): Promise<LeadCheckOutcome[]> {
+    return withEnvironment(runEnvironment(), async () => {
+        const outcomes: LeadCheckOutcome[] = [];
+        for (const target of targets) {
+            try {
+                const result = await runLeadCheck(target, {
+                    cleanupClient: clientFromEnvironment(target.instanceUrl, { retry: { maxAttempts: 1 } }),
+                    clientOptions: { retry: { maxAttempts: 1 } },
+                });
+                outcomes.push({ ok: true, systemUserId: result.systemUserId, deleted: result.deleted });
+            } catch (err) {
+                if (!(err instanceof LeadCheckError)) throw err;
+                outcomes.push({ ok: false, failure: err.failure, exitCode: err.exitCode, message: err.message });
+            }
+        }
+        return outcomes;
     });
 }
-
-const validate = (args: string[], options?: { stdin?: string; env?: Record<string, string> }) => run("scripts/validate.ts", args, options);
 
 /** What `pulumi stack output --json --show-secrets` prints for an `authMethod: office365` stack (index.ts). */
 function stackOutputs(overrides: Record<string, string> = {}): string {
@@ -119,7 +128,11 @@ function expectNoPassword(text: string): void {
 
 beforeAll(async () => {
     dataverse = await startEmulator();
-    identity = await startIdentityPlatform({ onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims) });
+    identity = await startIdentityPlatform({
+        certificate: trustedTestCertificate(),
+        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
+    });
+    await expectTrustedIdentityPlatform(identity.authorityHost);
 }, 60_000);
 
 afterAll(async () => {
@@ -137,7 +150,7 @@ beforeEach(() => {
 describe("npm run validate, Office 365 method", () => {
     it("signs in as the service account with its password, writes the test lead as its Dataverse user and deletes it as the deployer", async () => {
         const userId = synchronise(account(USER));
-        const result = await validate(["--stack-outputs", "-"], { stdin: stackOutputs() });
+        const result = await validateEndToEnd(["--stack-outputs", "-"], { stdin: stackOutputs() });
         expect(result.stderr).toBe("");
         expect(result.code).toBe(0);
         expect(result.stdout).toMatch(
@@ -187,7 +200,7 @@ describe("npm run validate, Office 365 method", () => {
     }, 60_000);
 
     describe("each failure class of the service account, through the lead check core", () => {
-        // One account per class, all in one tenant and one Dataverse state, run in one child process.
+        // One account per class, all in one tenant and one Dataverse state.
         const cases: {
             name: string;
             userName: string;
@@ -298,16 +311,14 @@ describe("npm run validate, Office 365 method", () => {
                 password: cases.find((c) => c.userName === userName)?.password ?? PASSWORD,
                 clientId: userName.startsWith("client@") ? "00000000-0000-4000-8000-000000000001" : DATAVERSE_PUBLIC_CLIENT_ID,
             }));
-            const result = await run("test/support/leadCheckRunner.ts", [], { stdin: JSON.stringify(targets) });
-            expect(result.stderr).toBe("");
-            outcomes = JSON.parse(result.stdout) as LeadCheckOutcome[];
+            outcomes = await leadChecks(targets);
             expect(outcomes).toHaveLength(cases.length + 1);
             expect(outcomes[cases.length]).toEqual({ ok: true, systemUserId: complete, deleted: true });
             // Only the complete account's lead was written (and deleted again by the deployer).
             const leadWrites = dataverse.requests.filter((r) => r.method === "POST" && /leads$/.test(r.path.split("?")[0]));
             expect(leadWrites.filter((r) => r.status < 300).map((r) => r.principal)).toEqual([complete]);
             expect(dataverse.state.leads).toEqual([]);
-            expectNoPassword(result.stdout);
+            expectNoPassword(JSON.stringify(outcomes));
         }, 60_000);
 
         it.each(cases.map((c, index) => ({ ...c, index })))("$name", ({ index, failure, message }) => {
@@ -352,7 +363,7 @@ describe("npm run validate, Office 365 method", () => {
     });
 });
 
-/** One HTTPS request to the identity platform, trusting its certificate explicitly (jest started without it). */
+/** One HTTPS request to the identity platform, trusting its certificate explicitly rather than through the process. */
 function passwordGrant(tenant: string, form: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
     return new Promise((resolve, reject) => {
         const payload = new URLSearchParams({ grant_type: "password", client_id: DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, ...form }).toString();

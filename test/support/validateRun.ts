@@ -1,0 +1,111 @@
+/**
+ * Runs `npm run validate` for the validate tests, with only the environment a case gives it:
+ * - `validateInProcess`: in this jest worker, through the script's own entry (`runValidate`), with the real
+ *   `@azure/identity` flow. Workers trust the emulated identity platform from their start (globalSetup puts the
+ *   run's certificate in NODE_EXTRA_CA_CERTS, which Node reads only when a process starts; see testRun.ts).
+ * - `validateProcess`: as `npm run validate` runs it, in a child process, for the cases that cross the process
+ *   boundary on purpose (exit codes, argv, the script end to end).
+ * The client announces DATAVERSE_ENDPOINT once per process on stderr: it is counted and taken out of stderr.
+ */
+import { execFile } from "node:child_process";
+import https from "node:https";
+import * as path from "node:path";
+import { format } from "node:util";
+import { runValidate } from "../../scripts/validate";
+import { tsNodeTestEnvironment } from "./testRun";
+
+const ROOT = path.join(__dirname, "..", "..");
+
+export interface ValidateRun {
+    code: number;
+    stdout: string;
+    stderr: string;
+    /** How often the DATAVERSE_ENDPOINT warning was printed (removed from stderr). */
+    announced: number;
+}
+
+export interface ValidateInput {
+    args: string[];
+    /** The run's whole environment (besides PATH and HOME). */
+    env: Record<string, string>;
+    stdin?: string;
+}
+
+const ANNOUNCEMENT =
+    /^warning: DATAVERSE_ENDPOINT is set: requests meant for the instance, with their bearer tokens, go to \S+ instead\.\n/gm;
+
+function announcementsRemoved(code: number, stdout: string, stderr: string): ValidateRun {
+    const announced = (stderr.match(ANNOUNCEMENT) ?? []).length;
+    return { code, stdout, stderr: stderr.replace(ANNOUNCEMENT, ""), announced };
+}
+
+/**
+ * Fails clearly when this process cannot reach the identity platform over TLS: jest ran the file in its own process
+ * (`--runInBand`), which started before the run's certificate existed.
+ */
+export async function expectTrustedIdentityPlatform(authorityHost: string): Promise<void> {
+    const problem = await new Promise<string | undefined>((resolve) => {
+        https
+            .get(new URL("/common/discovery/instance", authorityHost), { agent: false }, (res) => {
+                res.resume();
+                resolve(undefined);
+            })
+            .on("error", (err) => resolve(err.message));
+    });
+    if (problem !== undefined) {
+        throw new Error(`this process does not trust the emulated identity platform (${problem}): run jest without --runInBand`);
+    }
+}
+
+/** Runs `body` with `process.env` replaced by `env` (besides PATH and HOME), as a process started with it would see it. */
+export async function withEnvironment<T>(env: Record<string, string>, body: () => Promise<T>): Promise<T> {
+    const saved = process.env;
+    process.env = { PATH: saved.PATH ?? "", HOME: saved.HOME ?? "", ...env };
+    try {
+        return await body();
+    } finally {
+        process.env = saved;
+    }
+}
+
+/** Runs the script in this process, under the run's environment. */
+export async function validateInProcess({ args, env, stdin }: ValidateInput): Promise<ValidateRun> {
+    let stdout = "";
+    let stderr = "";
+    // What the components print with console.warn goes to the process's stderr.
+    const warn = console.warn;
+    console.warn = (...parts: unknown[]) => {
+        stderr += `${format(...parts)}\n`;
+    };
+    try {
+        const code = await withEnvironment(env, () =>
+            runValidate(args, process.env, {
+                stdout: { write: (text: string) => (stdout += text) },
+                stderr: { write: (text: string) => (stderr += text) },
+                readStdin: () => stdin ?? "",
+            }),
+        );
+        return announcementsRemoved(code, stdout, stderr);
+    } finally {
+        console.warn = warn;
+    }
+}
+
+/** Runs the script as `npm run validate` does, in a child process with the environment fixed before it starts. */
+export function validateProcess({ args, env, stdin }: ValidateInput): Promise<ValidateRun> {
+    return new Promise((resolve) => {
+        const child = execFile(
+            process.execPath,
+            [require.resolve("ts-node/dist/bin.js"), "--transpile-only", path.join(ROOT, "scripts", "validate.ts"), ...args],
+            {
+                cwd: ROOT,
+                env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...tsNodeTestEnvironment(), ...env },
+            },
+            (err, stdout, stderr) => {
+                const code = err ? (err as { code?: unknown }).code : 0;
+                resolve(announcementsRemoved(typeof code === "number" ? code : 1, stdout, stderr));
+            },
+        );
+        child.stdin?.end(stdin ?? "");
+    });
+}
