@@ -1,6 +1,5 @@
 /** @type {import('jest').Config} */
 module.exports = {
-    preset: "ts-jest",
     testEnvironment: "node",
     roots: ["<rootDir>/test"],
     testMatch: ["**/*.test.ts"],
@@ -18,7 +17,15 @@ module.exports = {
     globalTeardown: "<rootDir>/test/support/globalTeardown.ts",
     // jest's summary, then one plain `tests: N passed, N failed, N skipped` line that CI reads (see the reporter).
     reporters: ["default", "<rootDir>/test/support/summaryReporter.js"],
+    // swc strips the types and emits CommonJS, file by file, as ts-node's transpile-only mode does for the program;
+    // `npm run build` (tsc) type-checks. Class fields keep TypeScript's assign semantics, as tsconfig.json asks.
     transform: {
-        "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }],
+        "^.+\\.ts$": [
+            "@swc/jest",
+            {
+                jsc: { parser: { syntax: "typescript" }, target: "es2022", transform: { useDefineForClassFields: false } },
+                module: { type: "commonjs" },
+            },
+        ],
     },
 };
