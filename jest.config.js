@@ -10,6 +10,8 @@ module.exports = {
     // A worker past 1 GB after a file is replaced. Setting a limit also makes jest use workers even for a single
     // file: workers start after globalSetup, so they trust the identity platform's certificate (see testRun.ts).
     workerIdleMemoryLimit: "1GB",
+    // Long files first, also in a fresh clone where jest has no timings yet (see the sequencer).
+    testSequencer: "<rootDir>/test/support/sequencer.js",
     testTimeout: 60000,
     // One folder per run shared by the workers (transpiled sources, the mock program server's socket) and the identity
     // platform's certificate, trusted by every worker from its start (see test/support/testRun.ts).
