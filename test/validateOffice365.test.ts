@@ -23,7 +23,7 @@ import {
     ServiceAccountSignInTarget,
 } from "../components/validation/leadCheck";
 import { trustedTestCertificate } from "./support/testRun";
-import { expectTrustedIdentityPlatform, ValidateRun, validateInProcess, validateProcess, withEnvironment } from "./support/validateRun";
+import { expectTrustedIdentityPlatform, validateRunsAgainst, withEnvironment } from "./support/validateRun";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -35,23 +35,7 @@ const ADMIN_TOKEN = "deploying-identity-token";
 let dataverse: Emulator;
 let identity: IdentityPlatform;
 
-/** The environment a run starts with: the emulators, the deploying identity's token and what the case adds. */
-function runEnvironment(env: Record<string, string> = {}): Record<string, string> {
-    return {
-        AZURE_AUTHORITY_HOST: identity.authorityHost,
-        DATAVERSE_ENDPOINT: dataverse.origin,
-        DATAVERSE_TOKEN: ADMIN_TOKEN,
-        ...env,
-    };
-}
-
-type Options = { stdin?: string; env?: Record<string, string> };
-/** The script in this worker (see test/support/validateRun.ts). */
-const validate = (args: string[], options: Options = {}): Promise<ValidateRun> =>
-    validateInProcess({ args, env: runEnvironment(options.env), stdin: options.stdin });
-/** The script as `npm run validate` runs it, in its own process started trusting the identity platform. */
-const validateEndToEnd = (args: string[], options: Options = {}): Promise<ValidateRun> =>
-    validateProcess({ args, env: { NODE_EXTRA_CA_CERTS: identity.caCertPath, ...runEnvironment(options.env) }, stdin: options.stdin });
+const { runEnvironment, validate, validateEndToEnd } = validateRunsAgainst(() => ({ identity, dataverse, adminToken: ADMIN_TOKEN }));
 
 /** What the lead check core ended with for one target. */
 type LeadCheckOutcome =

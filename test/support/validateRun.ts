@@ -12,6 +12,8 @@ import https from "node:https";
 import * as path from "node:path";
 import { format } from "node:util";
 import { runValidate } from "../../scripts/validate";
+import type { IdentityPlatform } from "../emulator/identityPlatform";
+import type { Emulator } from "../emulator/server";
 import { tsNodeTestEnvironment } from "./testRun";
 
 const ROOT = path.join(__dirname, "..", "..");
@@ -108,4 +110,34 @@ export function validateProcess({ args, env, stdin }: ValidateInput): Promise<Va
         );
         child.stdin?.end(stdin ?? "");
     });
+}
+
+/** What a case adds to a run: its stdin and environment variables. */
+export interface CaseInput {
+    stdin?: string;
+    env?: Record<string, string>;
+}
+
+/**
+ * The runs of a test file against its emulators (read when a run starts: they are made in `beforeAll`): every run's
+ * environment names the identity platform, the Dataverse emulator and the deploying identity's token.
+ */
+export function validateRunsAgainst(emulators: () => { identity: IdentityPlatform; dataverse: Emulator; adminToken: string }) {
+    const runEnvironment = (env: Record<string, string> = {}): Record<string, string> => {
+        const { identity, dataverse, adminToken } = emulators();
+        return { AZURE_AUTHORITY_HOST: identity.authorityHost, DATAVERSE_ENDPOINT: dataverse.origin, DATAVERSE_TOKEN: adminToken, ...env };
+    };
+    return {
+        runEnvironment,
+        /** The script in this worker. */
+        validate: (args: string[], input: CaseInput = {}): Promise<ValidateRun> =>
+            validateInProcess({ args, env: runEnvironment(input.env), stdin: input.stdin }),
+        /** The script as `npm run validate` runs it, in its own process started trusting the identity platform. */
+        validateEndToEnd: (args: string[], input: CaseInput = {}): Promise<ValidateRun> =>
+            validateProcess({
+                args,
+                env: { NODE_EXTRA_CA_CERTS: emulators().identity.caCertPath, ...runEnvironment(input.env) },
+                stdin: input.stdin,
+            }),
+    };
 }
