@@ -17,13 +17,11 @@ import { MOCK_ROLE_ID, MOCK_TENANT_ID } from "./support/mockValues";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { classifyDataverseFailure, classifySignInFailure, LeadCheckTarget } from "../components/validation/leadCheck";
 import { DataverseError } from "../components/dataverse/client";
+import { APP_ID, INSTANCE, PROVIDER_VERSION } from "./support/providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = MOCK_TENANT_ID;
-const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const SECRET = "Lv8~emulated.secret-for-validate-on-up_0123";
 const NEXT_SECRET = "Qm3~emulated.secret-next-generation_456789";
-const V = { providerVersion: "1.0.0" };
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 const LEAD_VALIDATION = "pulumi-nodejs:dynamic/dataverse:LeadValidation";
 
@@ -43,18 +41,28 @@ function engineFor(type: string): EngineSimulator {
 /** The other Dataverse resources, through their own providers: what LeadValidation runs after. */
 async function deploy(): Promise<{ systemUserId: string; roleId: string; solutionVersion: string }> {
     const solution = await engineFor("Solution").up({
-        ...V,
+        ...PROVIDER_VERSION,
         instanceUrl: INSTANCE,
         source: zip,
         importTimeoutMinutes: 1,
         retainOnDelete: false,
     });
-    const user = await engineFor("ApplicationUser").up({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
+    const user = await engineFor("ApplicationUser").up({
+        ...PROVIDER_VERSION,
+        instanceUrl: INSTANCE,
+        applicationId: APP_ID,
+        businessUnitId: "",
+    });
     const systemUserId = String(user.state.outputs.systemUserId);
-    const link = await engineFor("RoleAssignment").up({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
+    const link = await engineFor("RoleAssignment").up({
+        ...PROVIDER_VERSION,
+        instanceUrl: INSTANCE,
+        systemUserId,
+        roleName: LEAD_WRITER_ROLE_NAME,
+    });
     const solutionVersion = String(solution.state.outputs.installedVersion);
     await engineFor("RolePrivileges").up({
-        ...V,
+        ...PROVIDER_VERSION,
         instanceUrl: INSTANCE,
         roleName: LEAD_WRITER_ROLE_NAME,
         privileges: [...GUIDE_ROLE_PRIVILEGES],
@@ -66,7 +74,7 @@ async function deploy(): Promise<{ systemUserId: string; roleId: string; solutio
 /** LeadValidation's inputs as the program passes them (the secret arrives as a plain value: no secrets in the host). */
 function validationInputs(deployed: { roleId: string; solutionVersion: string }, overrides: Record<string, unknown> = {}) {
     return {
-        ...V,
+        ...PROVIDER_VERSION,
         instanceUrl: INSTANCE,
         tenantId: TENANT,
         applicationId: APP_ID,

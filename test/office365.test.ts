@@ -11,7 +11,6 @@ import {
     createInitialState,
     DYNAMICS_SALES_SKU_ID,
     Emulator,
-    LEAD_WRITER_ROLE_NAME,
     LEAD_WRITER_SOLUTION_UNIQUE_NAME,
     ROOT_BUSINESS_UNIT_ID,
     startEmulator,
@@ -27,10 +26,9 @@ import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { GraphClient, GraphError, graphClientFromEnvironment } from "../components/graph/client";
 import { checkEndpointOverride } from "../components/http/endpoint";
 import { staticTokenCredential } from "../components/http/requestCore";
+import { INSTANCE, PROVIDER_VERSION, grantInputs, linkInputs, solutionInputs } from "./support/providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
 const UPN = "lead-writer@contoso.com";
-const V = { providerVersion: "1.0.0" };
 const OFFICE365_CONFIG = {
     instanceUrl: INSTANCE,
     contactEmails: "leads@contoso.com",
@@ -229,27 +227,18 @@ describe("the Office 365 providers against the emulator", () => {
         return new EngineSimulator(host, provider);
     };
     const licenseInputs = (skuPartNumber = "DYN365_ENTERPRISE_SALES") => ({
-        ...V,
+        ...PROVIDER_VERSION,
         userId: account.id,
         userPrincipalName: UPN,
         skuPartNumber,
     });
     const syncInputs = () => ({
-        ...V,
+        ...PROVIDER_VERSION,
         instanceUrl: INSTANCE,
         objectId: account.id,
         userPrincipalName: UPN,
         licenseSkuId: DYNAMICS_SALES_SKU_ID,
     });
-    const linkInputs = (systemUserId: string) => ({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
-    const grantInputs = () => ({
-        ...V,
-        instanceUrl: INSTANCE,
-        roleName: LEAD_WRITER_ROLE_NAME,
-        privileges: [...GUIDE_ROLE_PRIVILEGES],
-        solutionVersion: "1.0.0.0",
-    });
-    const solutionInputs = () => ({ ...V, instanceUrl: INSTANCE, source: zip, importTimeoutMinutes: 1, retainOnDelete: false });
     /** Requests that changed something (Graph and Dataverse), since a mark in the request log. */
     const writesSince = (mark: number) =>
         emulator.requests
@@ -308,7 +297,7 @@ describe("the Office 365 providers against the emulator", () => {
     });
 
     it("goes up, re-runs without a write, repairs a removed licence and role, and destroys", async () => {
-        const solution = (await engineFor("dataverse:Solution").up(solutionInputs())).state;
+        const solution = (await engineFor("dataverse:Solution").up(solutionInputs(zip))).state;
         const license = await engineFor("graph:UserLicense").up(licenseInputs());
         expect(license.state.outputs).toMatchObject({ skuId: DYNAMICS_SALES_SKU_ID, assigned: true });
         expect(account.assignedLicenses.map((l) => l.skuId)).toEqual([DYNAMICS_SALES_SKU_ID]);

@@ -19,11 +19,9 @@ import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { clientTuningFromEnvironment } from "../components/dataverse/client";
+import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./support/providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
-const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
-const V = { providerVersion: "1.0.0" };
 /** What a user on a slow or flaky network could set too: fast retries and a short per-request timeout. */
 const CLIENT_TUNING = { DATAVERSE_RETRY_DELAY_MS: "1", DATAVERSE_TIMEOUT_MS: "2000" };
 
@@ -31,17 +29,6 @@ let emulator: Emulator;
 let host: ProviderHost;
 let providers: Map<string, string>;
 let zip: string;
-
-const solutionInputs = () => ({ ...V, instanceUrl: INSTANCE, source: zip, importTimeoutMinutes: 1, retainOnDelete: false });
-const userInputs = () => ({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
-const linkInputs = (systemUserId: string) => ({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
-const grantInputs = (privileges = [...GUIDE_ROLE_PRIVILEGES]) => ({
-    ...V,
-    instanceUrl: INSTANCE,
-    roleName: LEAD_WRITER_ROLE_NAME,
-    privileges,
-    solutionVersion: "1.0.0.0",
-});
 
 const provider = (type: string) => providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!;
 const engineFor = (type: string, on: ProviderHost = host) => new EngineSimulator(on, provider(type));
@@ -84,7 +71,7 @@ describe("a preview with values it does not know yet", () => {
         ["RolePrivileges", { ...grantInputs(), currentDepths: {} }, { roleName: UNKNOWN }],
         [
             "Solution",
-            { ...solutionInputs(), uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", installedVersion: "1.0.0.0" },
+            { ...solutionInputs(zip), uniqueName: LEAD_WRITER_SOLUTION_UNIQUE_NAME, version: "1.0.0.0", installedVersion: "1.0.0.0" },
             { instanceUrl: UNKNOWN },
         ],
     ])("%s reports a change, never a replacement", async (type, olds, unknowns) => {
@@ -97,7 +84,7 @@ describe("a preview with values it does not know yet", () => {
     });
 
     it("previews a release as updates only, though the role assignment sees its user id unknown", async () => {
-        await engineFor("Solution").up(solutionInputs());
+        await engineFor("Solution").up(solutionInputs(zip));
         const user = await engineFor("ApplicationUser").up(userInputs());
         const link = await engineFor("RoleAssignment").up(linkInputs(user.state.id));
         const release = { providerVersion: "9.9.9" };
@@ -127,7 +114,7 @@ describe("a preview with values it does not know yet", () => {
 
 describe("warnings a user must act on", () => {
     it("are outputs of each resource: none on a clean install", async () => {
-        const solution = await engineFor("Solution").up(solutionInputs());
+        const solution = await engineFor("Solution").up(solutionInputs(zip));
         const user = await engineFor("ApplicationUser").up(userInputs());
         const link = await engineFor("RoleAssignment").up(linkInputs(user.state.id));
         const grants = await engineFor("RolePrivileges").up(grantInputs());
@@ -137,10 +124,10 @@ describe("warnings a user must act on", () => {
     });
 
     it("name an adopted solution, a user found disabled, other roles, and grants beyond the guide", async () => {
-        const first = await engineFor("Solution").up(solutionInputs());
+        const first = await engineFor("Solution").up(solutionInputs(zip));
         // Imported long ago (outside the import window), so a stack without state finds it installed before it.
         for (const job of emulator.state.importJobs) job.createdon = "2020-01-01T00:00:00Z";
-        const solution = await engineFor("Solution").up(solutionInputs());
+        const solution = await engineFor("Solution").up(solutionInputs(zip));
         expect(solution.state.outputs.warnings).toEqual([
             expect.stringMatching(/1\.0\.0\.0 was installed on .* before this stack: it was adopted, not imported, and destroy leaves it/),
         ]);
@@ -191,7 +178,7 @@ describe("a lost import start", () => {
     it("starts again at once when the request never reached the service", async () => {
         emulator.injectFault({ method: "POST", path: /ImportSolutionAsync/ }, 1, { kind: "reset" });
         const started = Date.now();
-        const { state } = await engineFor("Solution").up(solutionInputs());
+        const { state } = await engineFor("Solution").up(solutionInputs(zip));
         expect(Date.now() - started).toBeLessThan(10_000);
         expect(state.outputs).toMatchObject({ installedVersion: "1.0.0.0", adopted: false });
         expect(requestsTo(/^POST .*ImportSolutionAsync/)).toHaveLength(2);
@@ -201,14 +188,14 @@ describe("a lost import start", () => {
 
     it("starts again after a request that timed out unanswered", async () => {
         emulator.injectFault({ method: "POST", path: /ImportSolutionAsync/ }, 1, { kind: "timeout", ms: 300 });
-        const { state } = await engineFor("Solution").up(solutionInputs());
+        const { state } = await engineFor("Solution").up(solutionInputs(zip));
         expect(state.outputs.installedVersion).toBe("1.0.0.0");
         expect(emulator.state.importJobs).toHaveLength(1);
     }, 20_000);
 
     it("follows the job it started when only the answer was lost", async () => {
         emulator.injectFault({ method: "POST", path: /ImportSolutionAsync/ }, 1, { kind: "resetAfter" });
-        const { state } = await engineFor("Solution").up(solutionInputs());
+        const { state } = await engineFor("Solution").up(solutionInputs(zip));
         expect(state.outputs).toMatchObject({ installedVersion: "1.0.0.0", adopted: false });
         expect(requestsTo(/^POST .*ImportSolutionAsync/)).toHaveLength(1);
         expect(host.output).toMatch(/Found import job .* waiting for it/);
@@ -220,7 +207,7 @@ describe("a provider process killed right after the import started", () => {
         // The poll after the start hangs, so the process is surely between the start and its outcome when killed.
         emulator.injectFault({ method: "GET", path: /asyncoperations\(/ }, 1, { kind: "timeout", ms: 60_000 });
         const doomed = await startHost();
-        const crashed = engineFor("Solution", doomed).up(solutionInputs());
+        const crashed = engineFor("Solution", doomed).up(solutionInputs(zip));
         const failure = expect(crashed).rejects.toThrow();
         while (!requestsTo(/^GET .*asyncoperations\(/).length) await new Promise((r) => setTimeout(r, 10));
         await doomed.stop();
@@ -230,7 +217,7 @@ describe("a provider process killed right after the import started", () => {
 
     it("re-runs to a solution the stack owns, so destroy uninstalls it", async () => {
         await crashAfterImportStart();
-        const rerun = await engineFor("Solution").up(solutionInputs());
+        const rerun = await engineFor("Solution").up(solutionInputs(zip));
         expect(rerun.state.outputs).toMatchObject({ installedVersion: "1.0.0.0", adopted: false, warnings: [] });
         expect(requestsTo(/^POST .*ImportSolutionAsync/)).toHaveLength(1);
         await engineFor("Solution").destroy(rerun.state);
@@ -241,7 +228,7 @@ describe("a provider process killed right after the import started", () => {
     it("follows the import still running instead of starting a second one", async () => {
         await crashAfterImportStart();
         emulator.state.asyncOperations[0].pollsRemaining = 3;
-        const rerun = await engineFor("Solution").up(solutionInputs());
+        const rerun = await engineFor("Solution").up(solutionInputs(zip));
         expect(rerun.state.outputs).toMatchObject({ installedVersion: "1.0.0.0", adopted: false });
         expect(requestsTo(/^POST .*ImportSolutionAsync/)).toHaveLength(1);
         expect(emulator.state.importJobs).toHaveLength(1);

@@ -26,11 +26,9 @@ import {
     UNKNOWN,
 } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/guide";
+import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./support/providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
-const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const OTHER_APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3302";
-const V = { providerVersion: "1.0.0" };
 
 let emulator: Emulator;
 let host: ProviderHost;
@@ -38,24 +36,6 @@ let providers: Map<string, string>;
 let zips: Record<"v1" | "v1_1" | "v0_9", string>;
 let zipDir: string;
 
-/** Inputs as the program passes them to each provider. */
-const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
-    ...V,
-    instanceUrl: INSTANCE,
-    source,
-    importTimeoutMinutes: 1,
-    retainOnDelete: false,
-    ...extra,
-});
-const userInputs = (applicationId = APP_ID, businessUnitId = "") => ({ ...V, instanceUrl: INSTANCE, applicationId, businessUnitId });
-const linkInputs = (systemUserId: string) => ({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
-const grantInputs = (privileges: readonly PrivilegeGrant[] = GUIDE_ROLE_PRIVILEGES, solutionVersion: unknown = "1.0.0.0") => ({
-    ...V,
-    instanceUrl: INSTANCE,
-    roleName: LEAD_WRITER_ROLE_NAME,
-    privileges: [...privileges],
-    solutionVersion,
-});
 /** Solution inputs once check has read the package. */
 const checkedSolution = { ...solutionInputs("s.zip"), uniqueName: "Lead", version: "1.0.0.0", managed: true, sha256: "a" };
 

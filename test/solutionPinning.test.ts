@@ -22,8 +22,8 @@ import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_
 import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redirectTarget } from "../components/dataverse/client";
 import { redactUrl } from "../components/redact";
 import { loadSolutionPackage, parseSolutionManifest } from "../components/dataverse/solutionPackage";
+import { solutionInputs } from "./support/providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
 const SAS = "sv=2024-11-04&se=2030-01-01&sr=b&sp=r&sig=TOPSECRETsignature%3D";
 
 let dir: string;
@@ -70,15 +70,6 @@ function startHttpsServer(key: string, cert: string): Promise<https.Server> {
     });
     return new Promise((resolve) => srv.listen(0, "127.0.0.1", () => resolve(srv)));
 }
-
-const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
-    providerVersion: "1.0.0",
-    instanceUrl: INSTANCE,
-    source,
-    importTimeoutMinutes: 1,
-    retainOnDelete: false,
-    ...extra,
-});
 
 /** `check` as the engine calls it: the inputs the preview shows, or the failures. */
 function check(inputs: Record<string, unknown>, olds: Record<string, unknown> = {}) {

@@ -8,23 +8,13 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import {
-    createInitialState,
-    Emulator,
-    EmulatorState,
-    Fault,
-    LEAD_WRITER_ROLE_NAME,
-    LEAD_WRITER_SOLUTION_UNIQUE_NAME,
-    startEmulator,
-} from "../emulator/server";
+import { createInitialState, Emulator, EmulatorState, Fault, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "../emulator/server";
 import { buildSolutionZip } from "./solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../../components/guide";
+import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./providerInputs";
 
-const INSTANCE = "https://contoso.crm.dynamics.com";
-const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const TOKEN = "fault-matrix-bearer-token";
-const V = { providerVersion: "1.0.0" };
 /**
  * Retries without waiting and a short per-request timeout, through the client settings a user on a flaky network
  * could set too (README "Environment variables").
@@ -45,16 +35,6 @@ let host: ProviderHost;
 let providers: Map<string, string>;
 let zips: { v1: string; v1_1: string };
 
-const solutionInputs = (source = zips.v1) => ({ ...V, instanceUrl: INSTANCE, source, importTimeoutMinutes: 1, retainOnDelete: false });
-const userInputs = () => ({ ...V, instanceUrl: INSTANCE, applicationId: APP_ID, businessUnitId: "" });
-const linkInputs = (systemUserId: string) => ({ ...V, instanceUrl: INSTANCE, systemUserId, roleName: LEAD_WRITER_ROLE_NAME });
-const grantInputs = (privileges = [...GUIDE_ROLE_PRIVILEGES]) => ({
-    ...V,
-    instanceUrl: INSTANCE,
-    roleName: LEAD_WRITER_ROLE_NAME,
-    privileges,
-    solutionVersion: "1.0.0.0",
-});
 const engine = (type: string, on = host) => new EngineSimulator(on, providers.get(`pulumi-nodejs:dynamic/dataverse:${type}`)!);
 
 /** Dataverse as a user sees it, without generated ids and times: what must match a fault-free run. */
@@ -102,21 +82,21 @@ const OPERATIONS: Operation[] = [
     {
         name: "Solution create",
         before: async () => ({}),
-        run: async () => (await engine("Solution").up(solutionInputs())).state,
+        run: async () => (await engine("Solution").up(solutionInputs(zips.v1))).state,
     },
     {
         name: "Solution update (upgrade)",
-        before: async () => ({ solution: (await engine("Solution").up(solutionInputs())).state }),
+        before: async () => ({ solution: (await engine("Solution").up(solutionInputs(zips.v1))).state }),
         run: async ({ solution }) => (await engine("Solution").up(solutionInputs(zips.v1_1), solution)).state,
     },
     {
         name: "Solution read",
-        before: async () => ({ solution: (await engine("Solution").up(solutionInputs())).state }),
+        before: async () => ({ solution: (await engine("Solution").up(solutionInputs(zips.v1))).state }),
         run: async ({ solution }) => engine("Solution").refresh(solution),
     },
     {
         name: "Solution delete",
-        before: async () => ({ solution: (await engine("Solution").up(solutionInputs())).state }),
+        before: async () => ({ solution: (await engine("Solution").up(solutionInputs(zips.v1))).state }),
         run: async ({ solution }) => {
             await engine("Solution").destroy(solution);
             return undefined;
@@ -153,7 +133,7 @@ const OPERATIONS: Operation[] = [
         name: `RoleAssignment ${op}${op === "update" ? " (a release)" : ""}`,
         ...(op === "update" ? { requestFree: true as const } : {}),
         before: async (): Promise<Record<string, ResourceState>> => {
-            await engine("Solution").up(solutionInputs());
+            await engine("Solution").up(solutionInputs(zips.v1));
             const user = (await engine("ApplicationUser").up(userInputs())).state;
             return op === "create" ? { user } : { user, link: (await engine("RoleAssignment").up(linkInputs(user.id))).state };
         },
@@ -169,7 +149,7 @@ const OPERATIONS: Operation[] = [
     ...(["create", "update", "read", "delete"] as const).map((op): Operation => ({
         name: `RolePrivileges ${op}${op === "update" ? " (a privilege dropped)" : ""}`,
         before: async (): Promise<Record<string, ResourceState>> => {
-            await engine("Solution").up(solutionInputs());
+            await engine("Solution").up(solutionInputs(zips.v1));
             return op === "create" ? {} : { grants: (await engine("RolePrivileges").up(grantInputs())).state };
         },
         run: async ({ grants }) => {
@@ -316,7 +296,7 @@ export function faultMatrix(resources: readonly MatrixResource[], options: { kil
 function killedProcessTests(): void {
     describe("a provider process killed between two calls", () => {
         const stack = async (on: ProviderHost) => {
-            const solution = await engine("Solution", on).up(solutionInputs());
+            const solution = await engine("Solution", on).up(solutionInputs(zips.v1));
             const user = await engine("ApplicationUser", on).up(userInputs());
             const link = await engine("RoleAssignment", on).up(linkInputs(user.state.id));
             const grants = await engine("RolePrivileges", on).up(grantInputs());
@@ -332,7 +312,7 @@ function killedProcessTests(): void {
 
                 reset();
                 const doomed = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
-                await engine("Solution", doomed).up(solutionInputs());
+                await engine("Solution", doomed).up(solutionInputs(zips.v1));
                 if (calls >= 2) {
                     const user = await engine("ApplicationUser", doomed).up(userInputs());
                     if (calls >= 3) await engine("RoleAssignment", doomed).up(linkInputs(user.state.id));
