@@ -818,6 +818,17 @@ describe("polling pace", () => {
     });
 });
 
+describe("waiting for something made elsewhere to reach Dataverse", () => {
+    const servicePrincipal = { firstDelayMs: 5_000, maxDelayMs: 60_000 };
+
+    test("doubles the caller's first wait up to its longest, unless the client sets its own first wait", () => {
+        const delays = (client: DataverseClient) => [1, 2, 3, 4, 5, 6].map((attempt) => client.propagationDelay(attempt, servicePrincipal));
+        expect(delays(newClient())).toEqual([5_000, 10_000, 20_000, 40_000, 60_000, 60_000]);
+        expect(delays(newClient({ propagationFirstDelayMs: 10 }))).toEqual([10, 20, 40, 80, 160, 320]);
+        expect(delays(newClient({ propagationFirstDelayMs: 90_000 }))).toEqual([90_000, 90_000, 90_000, 90_000, 90_000, 90_000]);
+    });
+});
+
 describe("polling a solution import", () => {
     const saved = { endpoint: process.env.DATAVERSE_ENDPOINT, token: process.env.DATAVERSE_TOKEN };
     let dir: string;

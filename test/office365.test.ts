@@ -26,7 +26,7 @@ import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { GraphClient, GraphError, graphClientFromEnvironment } from "../components/graph/client";
 import { checkEndpointOverride } from "../components/http/endpoint";
 import { staticTokenCredential } from "../components/http/requestCore";
-import { INSTANCE, PROVIDER_VERSION, grantInputs, linkInputs, solutionInputs } from "./support/providerInputs";
+import { INSTANCE, PROPAGATION, PROVIDER_VERSION, grantInputs, linkInputs, solutionInputs } from "./support/providerInputs";
 
 const UPN = "lead-writer@contoso.com";
 const OFFICE365_CONFIG = {
@@ -270,6 +270,7 @@ describe("the Office 365 providers against the emulator", () => {
             DATAVERSE_TOKEN: "dataverse-token",
             GRAPH_ENDPOINT: emulator.origin,
             GRAPH_TOKEN: "graph-token",
+            ...PROPAGATION,
         });
     }, 120_000);
 
@@ -307,7 +308,7 @@ describe("the Office 365 providers against the emulator", () => {
         expect(systemUser).toMatchObject({ applicationid: null, isdisabled: false, businessunitid: ROOT_BUSINESS_UNIT_ID });
         expect(synced.state.id).toBe(systemUser.systemuserid);
         expect(host.output).toMatch(
-            /Waiting 2 s for Dataverse to synchronise lead-writer@contoso\.com: its user is not there yet \(attempt 1 of 12\)/,
+            /Waiting 10 ms for Dataverse to synchronise lead-writer@contoso\.com: its user is not there yet \(attempt 1 of 12\)/,
         );
 
         const role = await engineFor("dataverse:RoleAssignment").up(linkInputs(systemUser.systemuserid));

@@ -289,17 +289,24 @@ describe("client tuning a user can set (what these tests use to stay fast)", () 
         process.env = { ...saved };
     });
 
-    it("reads the per-request timeout and the first backoff step, and leaves the defaults alone otherwise", () => {
+    it("reads the per-request timeout, the first backoff step and the first propagation wait, and leaves the defaults alone otherwise", () => {
         delete process.env.DATAVERSE_TIMEOUT_MS;
         delete process.env.DATAVERSE_RETRY_DELAY_MS;
+        delete process.env.DATAVERSE_PROPAGATION_DELAY_MS;
         expect(clientTuningFromEnvironment()).toEqual({});
         process.env.DATAVERSE_TIMEOUT_MS = "30000";
         process.env.DATAVERSE_RETRY_DELAY_MS = "250";
-        expect(clientTuningFromEnvironment()).toEqual({ timeoutMs: 30000, retry: { baseDelayMs: 250 } });
+        process.env.DATAVERSE_PROPAGATION_DELAY_MS = "15000";
+        expect(clientTuningFromEnvironment()).toEqual({ timeoutMs: 30000, retry: { baseDelayMs: 250 }, propagationFirstDelayMs: 15000 });
     });
 
     it("refuses a value that is not a positive number, naming the variable", () => {
         process.env.DATAVERSE_TIMEOUT_MS = "soon";
         expect(() => clientTuningFromEnvironment()).toThrow('DATAVERSE_TIMEOUT_MS must be a positive number of milliseconds, not "soon"');
+        process.env.DATAVERSE_TIMEOUT_MS = "30000";
+        process.env.DATAVERSE_PROPAGATION_DELAY_MS = "-1";
+        expect(() => clientTuningFromEnvironment()).toThrow(
+            'DATAVERSE_PROPAGATION_DELAY_MS must be a positive number of milliseconds, not "-1"',
+        );
     });
 });

@@ -26,7 +26,7 @@ import {
     UNKNOWN,
 } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/guide";
-import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./support/providerInputs";
+import { APP_ID, PROPAGATION, grantInputs, linkInputs, solutionInputs, userInputs } from "./support/providerInputs";
 
 const OTHER_APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3302";
 
@@ -78,7 +78,13 @@ beforeAll(async () => {
     const mockRun = runMockProgram(PLAIN_STACK_CONFIG);
     // An import is done by the first poll: polling itself is pinned in client.test.ts, and a provider test waits for nothing.
     emulator = await startEmulator({ importPolls: 0 });
-    host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, DATAVERSE_TOKEN: "test-token" });
+    // What a user could set too (README "Environment variables"): quick retries, a short first wait for a service principal.
+    host = await ProviderHost.start({
+        DATAVERSE_ENDPOINT: emulator.origin,
+        DATAVERSE_TOKEN: "test-token",
+        DATAVERSE_RETRY_DELAY_MS: "1",
+        ...PROPAGATION,
+    });
     const report = await mockRun;
     expect(report.error).toBeUndefined();
     providers = providersOf(report);
@@ -290,7 +296,7 @@ describe("ApplicationUser", () => {
         const { state } = await engineFor("ApplicationUser").up(inputs());
         expect(state.id).toBe(liveUsers(APP_ID)[0].systemuserid);
         expect(host.output).toMatch(
-            /info: .*Waiting 5 s for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/,
+            /info: .*Waiting 10 ms for the service principal of app 3f2504e0-4f89-41d3-9a0c-0305e82c3301 to reach Dataverse \(attempt 1 of 8\)/,
         );
     }, 30_000);
 

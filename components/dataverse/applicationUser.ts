@@ -8,6 +8,7 @@ import {
     knownChanges,
     mustBeGuid,
     mustBeInstanceUrl,
+    describeDelay,
     progress,
     validateField,
     warn,
@@ -44,7 +45,7 @@ interface SystemUserRow {
 
 const USER_COLUMNS = "systemuserid,applicationid,isdisabled,deletedstate,_businessunitid_value";
 
-/** How long to wait for a new service principal to become visible to Dataverse. */
+/** How long to wait for a new service principal to become visible to Dataverse (about four minutes in all). */
 const SERVICE_PRINCIPAL_WAIT = { attempts: 8, firstDelayMs: 5_000, maxDelayMs: 60_000 };
 
 /** Tries of the permanent delete while it meets "owns records": the user's own settings row can still be settling. */
@@ -76,7 +77,6 @@ async function purge(client: DataverseClient, row: SystemUserRow): Promise<void>
 
 /** Creates the user, waiting (bounded) for the app's service principal to reach Dataverse. */
 async function createUser(client: DataverseClient, applicationId: string, businessUnitId: string): Promise<void> {
-    let delay = SERVICE_PRINCIPAL_WAIT.firstDelayMs;
     for (let attempt = 1; ; attempt++) {
         try {
             await client.create("systemusers", {
@@ -96,11 +96,11 @@ async function createUser(client: DataverseClient, applicationId: string, busine
                 }
                 throw err;
             }
+            const delay = client.propagationDelay(attempt, SERVICE_PRINCIPAL_WAIT);
             progress(
-                `Waiting ${Math.round(delay / 1000)} s for the service principal of app ${applicationId} to reach Dataverse (attempt ${attempt} of ${SERVICE_PRINCIPAL_WAIT.attempts}).`,
+                `Waiting ${describeDelay(delay)} for the service principal of app ${applicationId} to reach Dataverse (attempt ${attempt} of ${SERVICE_PRINCIPAL_WAIT.attempts}).`,
             );
             await sleep(delay);
-            delay = Math.min(delay * 2, SERVICE_PRINCIPAL_WAIT.maxDelayMs);
         }
     }
 }

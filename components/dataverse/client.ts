@@ -107,6 +107,16 @@ export async function poll<T>(policy: PollingPolicy, deadline: number, probe: ()
     }
 }
 
+/**
+ * How long to wait for something made elsewhere to reach Dataverse: a new app's service principal, a newly licensed
+ * user. Each caller has its own bounds; a client can set the first wait for all of them.
+ */
+export interface PropagationWait {
+    /** The first wait; each next one doubles, up to `maxDelayMs`. */
+    firstDelayMs: number;
+    maxDelayMs: number;
+}
+
 export interface DataverseClientOptions extends RequestCoreOptions {
     /** The instance, `https://<org>.crm<N>.dynamics.com`: the token audience. */
     instanceUrl: string;
@@ -114,6 +124,8 @@ export interface DataverseClientOptions extends RequestCoreOptions {
     endpoint?: string;
     /** How often running work is read while waiting for it. */
     polling?: Partial<PollingPolicy>;
+    /** The first wait for something made elsewhere to reach Dataverse, instead of each caller's own (see PropagationWait). */
+    propagationFirstDelayMs?: number;
 }
 
 export interface RequestOptions {
@@ -261,11 +273,13 @@ export class DataverseClient {
     private readonly core: RequestCore;
     /** How often this client reads running work while waiting for it. */
     readonly polling: PollingPolicy;
+    private readonly propagationFirstDelayMs: number | undefined;
 
     constructor(options: DataverseClientOptions) {
         this.instanceUrl = options.instanceUrl.replace(/\/+$/, "");
         this.baseUrl = `${(options.endpoint ?? this.instanceUrl).replace(/\/+$/, "")}${API_PATH}`;
         this.polling = { ...DEFAULT_POLLING_POLICY, ...options.polling };
+        this.propagationFirstDelayMs = options.propagationFirstDelayMs;
         this.core = new RequestCore(
             {
                 service: "Dataverse",
@@ -386,6 +400,12 @@ export class DataverseClient {
         return (await this.request<T>("POST", action, { ...options, body })).data;
     }
 
+    /** The wait after attempt `attempt` (from 1) of something propagating: `wait` at this client's first step. */
+    propagationDelay(attempt: number, wait: PropagationWait): number {
+        const first = this.propagationFirstDelayMs ?? wait.firstDelayMs;
+        return Math.min(first * 2 ** (attempt - 1), Math.max(wait.maxDelayMs, first));
+    }
+
     /** Reads with `probe` until it answers or the deadline passes, at this client's polling pace. */
     async pollUntil<T>(deadline: number, probe: () => Promise<T | undefined>): Promise<T | undefined> {
         // Not a same-named call: closure serialization would bind `pollUntil` inside this method to the method itself.
@@ -442,11 +462,13 @@ export function sharedClient(instanceUrl: string): DataverseClient {
 }
 
 /**
- * Client tuning a user can set for a slow or flaky network (read at call time, never stored):
- * `DATAVERSE_TIMEOUT_MS`, the per-request timeout (default 120000), and `DATAVERSE_RETRY_DELAY_MS`, the first
- * backoff step of retries (default 500, doubling with jitter). Anything but a positive number is refused by name.
+ * Client tuning a user can set (read at call time, never stored): for a slow or flaky network `DATAVERSE_TIMEOUT_MS`,
+ * the per-request timeout (default 120000), and `DATAVERSE_RETRY_DELAY_MS`, the first backoff step of retries
+ * (default 500, doubling with jitter); for a tenant whose changes reach Dataverse slowly or quickly
+ * `DATAVERSE_PROPAGATION_DELAY_MS`, the first wait for a new service principal or a newly licensed user (defaults 5000
+ * and 2000, doubling). Anything but a positive number is refused by name.
  */
-export function clientTuningFromEnvironment(): Pick<DataverseClientOptions, "timeoutMs" | "retry"> {
+export function clientTuningFromEnvironment(): Pick<DataverseClientOptions, "timeoutMs" | "retry" | "propagationFirstDelayMs"> {
     const read = (name: string): number | undefined => {
         const text = process.env[name]?.trim();
         if (!text) return undefined;
@@ -458,5 +480,10 @@ export function clientTuningFromEnvironment(): Pick<DataverseClientOptions, "tim
     };
     const timeoutMs = read("DATAVERSE_TIMEOUT_MS");
     const baseDelayMs = read("DATAVERSE_RETRY_DELAY_MS");
-    return { ...(timeoutMs ? { timeoutMs } : {}), ...(baseDelayMs ? { retry: { baseDelayMs } } : {}) };
+    const propagationFirstDelayMs = read("DATAVERSE_PROPAGATION_DELAY_MS");
+    return {
+        ...(timeoutMs ? { timeoutMs } : {}),
+        ...(baseDelayMs ? { retry: { baseDelayMs } } : {}),
+        ...(propagationFirstDelayMs ? { propagationFirstDelayMs } : {}),
+    };
 }

@@ -83,6 +83,11 @@ export function depthRank(depth: PrivilegeDepth): number {
     return PRIVILEGE_DEPTHS.indexOf(depth);
 }
 
+/** A wait as a progress message says it: whole seconds, or milliseconds below one second. */
+export function describeDelay(ms: number): string {
+    return ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms)} ms`;
+}
+
 /** Progress the user should see during `pulumi up` (waits, adoptions); the engine shows it as info. */
 export function progress(message: string): void {
     void pulumi.log.info(message);

@@ -1,6 +1,16 @@
 import * as pulumi from "@pulumi/pulumi";
 import { odataGuid, sharedClient, sleep } from "./client";
-import { CheckFailure, isNotFound, mustBeGuid, mustBeInstanceUrl, progress, providerChanged, validateField, Versioned } from "./common";
+import {
+    CheckFailure,
+    describeDelay,
+    isNotFound,
+    mustBeGuid,
+    mustBeInstanceUrl,
+    progress,
+    providerChanged,
+    validateField,
+    Versioned,
+} from "./common";
 import { PROVIDER_VERSION } from "./providerVersion";
 
 /**
@@ -46,7 +56,6 @@ async function findUser(inputs: SyncedUserInputs): Promise<SystemUserRow | undef
 }
 
 async function waitForSync(inputs: SyncedUserInputs): Promise<SyncedUserOutputs> {
-    let delay = SYNC_WAIT.firstDelayMs;
     for (let attempt = 1; ; attempt++) {
         const row = await findUser(inputs);
         if (row && !row.isdisabled) {
@@ -58,11 +67,11 @@ async function waitForSync(inputs: SyncedUserInputs): Promise<SyncedUserOutputs>
                 `Dataverse has not synchronised ${inputs.userPrincipalName} (object id ${inputs.objectId}) after ${attempt} attempts: its user ${state}. Check that the licence includes Dynamics 365 and that the user is a member of the environment's security group, if it has one; then run 'pulumi up' again.`,
             );
         }
+        const delay = sharedClient(inputs.instanceUrl).propagationDelay(attempt, SYNC_WAIT);
         progress(
-            `Waiting ${Math.round(delay / 1000)} s for Dataverse to synchronise ${inputs.userPrincipalName}: its user ${state} (attempt ${attempt} of ${SYNC_WAIT.attempts}).`,
+            `Waiting ${describeDelay(delay)} for Dataverse to synchronise ${inputs.userPrincipalName}: its user ${state} (attempt ${attempt} of ${SYNC_WAIT.attempts}).`,
         );
         await sleep(delay);
-        delay = Math.min(delay * 2, SYNC_WAIT.maxDelayMs);
     }
 }
 

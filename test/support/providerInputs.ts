@@ -7,6 +7,9 @@ export const APP_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 /** The version of the provider code, which every Dataverse resource carries as an input. */
 export const PROVIDER_VERSION = { providerVersion: "1.0.0" };
 
+/** Provider hosts' setting for a short first wait for changes to reach Dataverse (DATAVERSE_PROPAGATION_DELAY_MS). */
+export const PROPAGATION = { DATAVERSE_PROPAGATION_DELAY_MS: "10" };
+
 export const solutionInputs = (source: string, extra: Record<string, unknown> = {}) => ({
     ...PROVIDER_VERSION,
     instanceUrl: INSTANCE,
