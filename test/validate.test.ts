@@ -9,12 +9,17 @@ import * as fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import { Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
-import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
+import { IdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
-import { trustedTestCertificate } from "./support/testRun";
-import { expectTrustedIdentityPlatform, ValidateRun, validateRunsAgainst } from "./support/validateRun";
+import {
+    resetValidateEmulators,
+    startValidateEmulators,
+    stopValidateEmulators,
+    ValidateRun,
+    validateRunsAgainst,
+} from "./support/validateRun";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -72,24 +77,13 @@ function expectNoSecret(run: Run): void {
 }
 
 beforeAll(async () => {
-    dataverse = await startEmulator();
-    identity = await startIdentityPlatform({
-        certificate: trustedTestCertificate(),
-        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
-    });
-    await expectTrustedIdentityPlatform(identity.authorityHost);
+    ({ dataverse, identity } = await startValidateEmulators());
 }, 60_000);
 
-afterAll(async () => {
-    await identity?.close();
-    await dataverse?.close();
-});
+afterAll(() => stopValidateEmulators({ dataverse, identity }));
 
 beforeEach(() => {
-    Object.assign(dataverse.state, createInitialState());
-    dataverse.requests.length = 0;
-    identity.requests.length = 0;
-    identity.reset();
+    resetValidateEmulators({ dataverse, identity });
     identity.registerApp({ tenantId: TENANT, applicationId: APP_ID, secret: SECRET });
 });
 

@@ -9,9 +9,9 @@
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import https from "node:https";
-import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
+import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
-import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser, startIdentityPlatform } from "./emulator/identityPlatform";
+import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser } from "./emulator/identityPlatform";
 import { clientFromEnvironment } from "../components/dataverse/client";
 import {
     DATAVERSE_PUBLIC_CLIENT_ID,
@@ -22,8 +22,13 @@ import {
     runLeadCheck,
     ServiceAccountSignInTarget,
 } from "../components/validation/leadCheck";
-import { trustedTestCertificate } from "./support/testRun";
-import { expectTrustedIdentityPlatform, validateRunsAgainst, withEnvironment } from "./support/validateRun";
+import {
+    resetValidateEmulators,
+    startValidateEmulators,
+    stopValidateEmulators,
+    validateRunsAgainst,
+    withEnvironment,
+} from "./support/validateRun";
 
 const INSTANCE = "https://contoso.crm.dynamics.com";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -111,24 +116,13 @@ function expectNoPassword(text: string): void {
 }
 
 beforeAll(async () => {
-    dataverse = await startEmulator();
-    identity = await startIdentityPlatform({
-        certificate: trustedTestCertificate(),
-        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
-    });
-    await expectTrustedIdentityPlatform(identity.authorityHost);
+    ({ dataverse, identity } = await startValidateEmulators());
 }, 60_000);
 
-afterAll(async () => {
-    await identity?.close();
-    await dataverse?.close();
-});
+afterAll(() => stopValidateEmulators({ dataverse, identity }));
 
 beforeEach(() => {
-    Object.assign(dataverse.state, createInitialState());
-    dataverse.requests.length = 0;
-    identity.requests.length = 0;
-    identity.reset();
+    resetValidateEmulators({ dataverse, identity });
 });
 
 describe("npm run validate, Office 365 method", () => {

@@ -12,9 +12,9 @@ import https from "node:https";
 import * as path from "node:path";
 import { format } from "node:util";
 import { runValidate } from "../../scripts/validate";
-import type { IdentityPlatform } from "../emulator/identityPlatform";
-import type { Emulator } from "../emulator/server";
-import { tsNodeTestEnvironment } from "./testRun";
+import { IdentityPlatform, startIdentityPlatform } from "../emulator/identityPlatform";
+import { createInitialState, Emulator, startEmulator } from "../emulator/server";
+import { trustedTestCertificate, tsNodeTestEnvironment } from "./testRun";
 
 const ROOT = path.join(__dirname, "..", "..");
 
@@ -39,6 +39,36 @@ const ANNOUNCEMENT =
 function announcementsRemoved(code: number, stdout: string, stderr: string): ValidateRun {
     const announced = (stderr.match(ANNOUNCEMENT) ?? []).length;
     return { code, stdout, stderr: stderr.replace(ANNOUNCEMENT, ""), announced };
+}
+
+/** What `npm run validate` talks to in the tests: Dataverse, and an identity platform whose tokens act as its users. */
+export interface ValidateEmulators {
+    dataverse: Emulator;
+    identity: IdentityPlatform;
+}
+
+/** Starts both emulators, the identity platform with the run's certificate, which this worker trusts. */
+export async function startValidateEmulators(): Promise<ValidateEmulators> {
+    const dataverse = await startEmulator();
+    const identity = await startIdentityPlatform({
+        certificate: trustedTestCertificate(),
+        onTokenIssued: (token, claims) => dataverse.acceptToken(token, claims),
+    });
+    await expectTrustedIdentityPlatform(identity.authorityHost);
+    return { dataverse, identity };
+}
+
+export async function stopValidateEmulators({ dataverse, identity }: Partial<ValidateEmulators>): Promise<void> {
+    await identity?.close();
+    await dataverse?.close();
+}
+
+/** Dataverse as a new instance has it, the request logs empty and nobody registered with the identity platform. */
+export function resetValidateEmulators({ dataverse, identity }: ValidateEmulators): void {
+    Object.assign(dataverse.state, createInitialState());
+    dataverse.requests.length = 0;
+    identity.requests.length = 0;
+    identity.reset();
 }
 
 /**
