@@ -5,15 +5,14 @@
  * process; the other cases run the script in this worker (test/support/validateRun.ts).
  */
 import { randomUUID } from "node:crypto";
-import * as fs from "node:fs";
 import http from "node:http";
-import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { IdentityPlatform } from "./emulator/identityPlatform";
 import { EXIT_CODES } from "../components/validation/leadCheck";
 import {
+    identityRequest,
     resetValidateEmulators,
     startValidateEmulators,
     stopValidateEmulators,
@@ -309,33 +308,6 @@ describe("npm run validate", () => {
     });
 });
 
-/** One HTTPS request to the identity platform, trusting its certificate explicitly rather than through the process. */
-function identityRequest(
-    method: string,
-    pathname: string,
-    form?: Record<string, string>,
-): Promise<{ status: number; body: Record<string, unknown> }> {
-    return new Promise((resolve, reject) => {
-        const url = new URL(pathname, identity.authorityHost);
-        const payload = form ? new URLSearchParams(form).toString() : undefined;
-        const req = https.request(
-            url,
-            {
-                method,
-                ca: fs.readFileSync(identity.caCertPath),
-                headers: payload ? { "Content-Type": "application/x-www-form-urlencoded" } : {},
-            },
-            (res) => {
-                const chunks: Buffer[] = [];
-                res.on("data", (c: Buffer) => chunks.push(c));
-                res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
-            },
-        );
-        req.on("error", reject);
-        req.end(payload);
-    });
-}
-
 describe("the emulated identity platform", () => {
     const grant = (secret: string) => ({
         grant_type: "client_credentials",
@@ -345,7 +317,7 @@ describe("the emulated identity platform", () => {
     });
 
     it("serves the OpenID metadata MSAL reads first, pointing at its own token endpoint", async () => {
-        const { status, body } = await identityRequest("GET", `/${TENANT}/v2.0/.well-known/openid-configuration`);
+        const { status, body } = await identityRequest(identity, "GET", `/${TENANT}/v2.0/.well-known/openid-configuration`);
         expect(status).toBe(200);
         expect(body).toMatchObject({
             token_endpoint: `${identity.authorityHost}/${TENANT}/oauth2/v2.0/token`,
@@ -357,7 +329,7 @@ describe("the emulated identity platform", () => {
 
     it("answers the client-credentials grant with a bearer token and its lifetime; the token acts as the app's user", async () => {
         const userId = provision();
-        const { status, body } = await identityRequest("POST", `/${TENANT}/oauth2/v2.0/token`, grant(SECRET));
+        const { status, body } = await identityRequest(identity, "POST", `/${TENANT}/oauth2/v2.0/token`, grant(SECRET));
         expect(status).toBe(200);
         expect(body).toMatchObject({ token_type: "Bearer", expires_in: 3599, access_token: expect.any(String) });
         const whoAmI = await new Promise<Record<string, string>>((resolve, reject) => {
@@ -371,7 +343,7 @@ describe("the emulated identity platform", () => {
     });
 
     it("answers a wrong secret 401 invalid_client AADSTS7000215, and never logs the secret", async () => {
-        const { status, body } = await identityRequest("POST", `/${TENANT}/oauth2/v2.0/token`, grant("wrong"));
+        const { status, body } = await identityRequest(identity, "POST", `/${TENANT}/oauth2/v2.0/token`, grant("wrong"));
         expect(status).toBe(401);
         expect(body).toMatchObject({ error: "invalid_client", error_codes: [7000215] });
         expect(String(body.error_description)).toMatch(/^AADSTS7000215: Invalid client secret provided/);

@@ -7,8 +7,6 @@
  * (test/support/validateRun.ts), and the failure classes go through the lead check core, each with its own account.
  */
 import { randomUUID } from "node:crypto";
-import * as fs from "node:fs";
-import https from "node:https";
 import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser } from "./emulator/identityPlatform";
@@ -23,6 +21,7 @@ import {
     ServiceAccountSignInTarget,
 } from "../components/validation/leadCheck";
 import {
+    identityRequest,
     resetValidateEmulators,
     startValidateEmulators,
     stopValidateEmulators,
@@ -341,23 +340,13 @@ describe("npm run validate, Office 365 method", () => {
     });
 });
 
-/** One HTTPS request to the identity platform, trusting its certificate explicitly rather than through the process. */
-function passwordGrant(tenant: string, form: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
-    return new Promise((resolve, reject) => {
-        const payload = new URLSearchParams({ grant_type: "password", client_id: DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, ...form }).toString();
-        const req = https.request(
-            new URL(`/${tenant}/oauth2/v2.0/token`, identity.authorityHost),
-            { method: "POST", ca: fs.readFileSync(identity.caCertPath), headers: { "Content-Type": "application/x-www-form-urlencoded" } },
-            (res) => {
-                const chunks: Buffer[] = [];
-                res.on("data", (c: Buffer) => chunks.push(c));
-                res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
-            },
-        );
-        req.on("error", reject);
-        req.end(payload);
+/** The resource-owner password grant, straight to the identity platform. */
+const passwordGrant = (tenant: string, form: Record<string, string>) =>
+    identityRequest(identity, "POST", `/${tenant}/oauth2/v2.0/token`, {
+        grant_type: "password",
+        client_id: DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID,
+        ...form,
     });
-}
 
 describe("the emulated identity platform's password grant", () => {
     const scope = `${INSTANCE}/.default openid profile offline_access`;

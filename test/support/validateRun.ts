@@ -8,6 +8,7 @@
  * The client announces DATAVERSE_ENDPOINT once per process on stderr: it is counted and taken out of stderr.
  */
 import { execFile } from "node:child_process";
+import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
 import { format } from "node:util";
@@ -170,4 +171,32 @@ export function validateRunsAgainst(emulators: () => { identity: IdentityPlatfor
                 stdin: input.stdin,
             }),
     };
+}
+
+/** One HTTPS request to the identity platform, trusting its certificate explicitly rather than through the process. */
+export function identityRequest(
+    identity: IdentityPlatform,
+    method: string,
+    pathname: string,
+    form?: Record<string, string>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+    return new Promise((resolve, reject) => {
+        const url = new URL(pathname, identity.authorityHost);
+        const payload = form ? new URLSearchParams(form).toString() : undefined;
+        const req = https.request(
+            url,
+            {
+                method,
+                ca: fs.readFileSync(identity.caCertPath),
+                headers: payload ? { "Content-Type": "application/x-www-form-urlencoded" } : {},
+            },
+            (res) => {
+                const chunks: Buffer[] = [];
+                res.on("data", (c: Buffer) => chunks.push(c));
+                res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
+            },
+        );
+        req.on("error", reject);
+        req.end(payload);
+    });
 }
