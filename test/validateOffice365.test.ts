@@ -21,6 +21,7 @@ import {
     ServiceAccountSignInTarget,
 } from "../components/validation/leadCheck";
 import {
+    expectTestLeadRoundTrip,
     identityRequest,
     resetValidateEmulators,
     startValidateEmulators,
@@ -144,17 +145,7 @@ describe("npm run validate, Office 365 method", () => {
         expect(identity.requests[1].form).toMatchObject({ grant_type: "password", client_id: DATAVERSE_PUBLIC_CLIENT_ID, username: USER });
         expect(identity.requests[1].form!.scope.split(" ")).toContain(`${INSTANCE}/.default`);
         expect(identity.requests[1].form).not.toHaveProperty("password");
-        const calls = dataverse.requests.map(
-            (r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")} ${r.status} ${r.principal}`,
-        );
-        const leadId = dataverse.requests.find((r) => r.method === "DELETE")!.path.match(/leads\((.*)\)/)![1];
-        expect(calls).toEqual([
-            `GET WhoAmI 200 ${userId}`,
-            `POST leads 204 ${userId}`,
-            `GET leads(${leadId}) 200 ${userId}`,
-            `DELETE leads(${leadId}) 204 ${dataverse.state.systemUsers[0].systemuserid}`,
-        ]);
-        expect(dataverse.state.leads).toEqual([]);
+        expectTestLeadRoundTrip(dataverse, userId);
         expectNoPassword(result.stdout + result.stderr);
     }, 60_000);
 

@@ -200,3 +200,21 @@ export function identityRequest(
         req.end(payload);
     });
 }
+
+/**
+ * The Dataverse side of a successful run: WhoAmI, the test lead written and read back as the lead service's user,
+ * then deleted by the deploying identity (the emulator's seeded administrator), so no lead is left.
+ */
+export function expectTestLeadRoundTrip(dataverse: Emulator, userId: string): void {
+    const calls = dataverse.requests.map(
+        (r) => `${r.method} ${r.path.split("?")[0].replace("/api/data/v9.2/", "")} ${r.status} ${r.principal}`,
+    );
+    const leadId = dataverse.requests.find((r) => r.method === "DELETE")?.path.match(/leads\((.*)\)/)?.[1];
+    expect(calls).toEqual([
+        `GET WhoAmI 200 ${userId}`,
+        `POST leads 204 ${userId}`,
+        `GET leads(${leadId}) 200 ${userId}`,
+        `DELETE leads(${leadId}) 204 ${dataverse.state.systemUsers[0].systemuserid}`,
+    ]);
+    expect(dataverse.state.leads).toEqual([]);
+}
