@@ -2,7 +2,7 @@
  * `DATAVERSE_ENDPOINT` redirects every Dataverse call, bearer token included: only a loopback origin may use plain
  * http, anything else must be an https origin, and whenever it is set the process says so once.
  */
-import { createInitialState, Emulator, startEmulator } from "./emulator/server";
+import { Emulator, startEmulator } from "./emulator/server";
 import { ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { clientFromEnvironment, parseDataverseEndpoint, sharedClient } from "../components/dataverse/client";
 
@@ -96,8 +96,7 @@ describe("in the provider process", () => {
         await emulator?.close();
     });
     beforeEach(() => {
-        Object.assign(emulator.state, createInitialState());
-        emulator.requests.length = 0;
+        emulator.reset();
     });
 
     it("fails every Dataverse call when the endpoint is plain http to a remote host, and sends no token", async () => {

@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, LEAD_WRITER_ROLE_NAME, startEmulator } from "./emulator/server";
+import { Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, LEAD_WRITER_ROLE_NAME, startEmulator } from "./emulator/server";
 import { IdentityPlatform, startIdentityPlatform } from "./emulator/identityPlatform";
 import { trustedTestCertificate } from "./support/testRun";
 import { buildSolutionZip } from "./support/solutionZip";
@@ -133,8 +133,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-    Object.assign(dataverse.state, createInitialState());
-    dataverse.requests.length = 0;
+    dataverse.reset();
     dataverse.registerApplication(APP_ID);
     identity.reset();
     identity.requests.length = 0;

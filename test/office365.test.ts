@@ -7,14 +7,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { inspect } from "util";
-import {
-    createInitialState,
-    DYNAMICS_SALES_SKU_ID,
-    Emulator,
-    LEAD_WRITER_SOLUTION_UNIQUE_NAME,
-    ROOT_BUSINESS_UNIT_ID,
-    startEmulator,
-} from "./emulator/server";
+import { DYNAMICS_SALES_SKU_ID, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
 import { directoryUser } from "./emulator/graph";
 import type { DirectoryUserRow } from "./emulator/graphState";
 import { buildSolutionZip } from "./support/solutionZip";
@@ -281,9 +274,7 @@ describe("the Office 365 providers against the emulator", () => {
     });
 
     beforeEach(() => {
-        Object.assign(emulator.state, createInitialState());
-        emulator.clearFaults();
-        emulator.requests.length = 0;
+        emulator.reset();
         // The directory user azuread.User creates (the azuread provider is not part of these tests).
         account = directoryUser(UPN);
         emulator.state.graph.users.push(account);

@@ -7,14 +7,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import {
-    createInitialState,
-    Emulator,
-    LEAD_WRITER_ROLE_NAME,
-    LEAD_WRITER_SOLUTION_UNIQUE_NAME,
-    ROOT_BUSINESS_UNIT_ID,
-    startEmulator,
-} from "./emulator/server";
+import { Emulator, LEAD_WRITER_ROLE_NAME, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
@@ -56,9 +49,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-    Object.assign(emulator.state, createInitialState());
-    emulator.clearFaults();
-    emulator.requests.length = 0;
+    emulator.reset();
     emulator.registerApplication(APP_ID);
 });
 

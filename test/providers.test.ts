@@ -6,7 +6,6 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import {
-    createInitialState,
     Emulator,
     LEAD_WRITER_ROLE_NAME,
     LEAD_WRITER_SOLUTION_UNIQUE_NAME,
@@ -97,9 +96,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-    Object.assign(emulator.state, createInitialState());
-    emulator.clearFaults();
-    emulator.requests.length = 0;
+    emulator.reset();
     emulator.registerApplication(APP_ID);
     emulator.registerApplication(OTHER_APP_ID);
 });

@@ -16,7 +16,7 @@ import type { AddressInfo } from "net";
 import * as os from "os";
 import * as path from "path";
 import * as tls from "tls";
-import { createInitialState, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "./emulator/server";
+import { Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
 import { downloadFile, MAX_DOWNLOAD_REDIRECTS, redirectTarget } from "../components/dataverse/client";
@@ -133,8 +133,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-    Object.assign(emulator.state, createInitialState());
-    emulator.requests.length = 0;
+    emulator.reset();
     served = [];
 });
 

@@ -7,7 +7,7 @@
  * (test/support/validateRun.ts), and the failure classes go through the lead check core, each with its own account.
  */
 import { randomUUID } from "node:crypto";
-import { createInitialState, Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
+import { Emulator, ROOT_BUSINESS_UNIT_ID } from "./emulator/server";
 import { grantLeadWriterRole } from "./support/leadWriterRole";
 import { DATAVERSE_SAMPLE_PUBLIC_CLIENT_ID, IdentityPlatform, RegisteredUser } from "./emulator/identityPlatform";
 import { clientFromEnvironment } from "../components/dataverse/client";
@@ -267,7 +267,7 @@ describe("npm run validate, Office 365 method", () => {
 
         beforeAll(async () => {
             identity.reset();
-            Object.assign(dataverse.state, createInitialState());
+            dataverse.reset();
             for (const c of cases) c.setUp();
             // The control: the same run signs in and writes a lead for a complete account.
             const complete = synchronise(account("complete@contoso.com"));

@@ -48,6 +48,8 @@ export interface Emulator {
     requests: RequestLogEntry[];
     injectFault(match: { method?: string; path: RegExp }, on: FaultSchedule, fault: Fault): void;
     clearFaults(): void;
+    /** Starts over between tests: the state a new instance has (or a copy of `to`), no faults, an empty request log. */
+    reset(to?: EmulatorState): void;
     /** The first logged request (already logged or still to come) that matches. */
     waitForRequest(match: { method?: string; path: RegExp }): Promise<RequestLogEntry>;
     /** Resolves once no request is being worked on (held or delayed ones included). */
@@ -94,6 +96,12 @@ class DataverseEmulator implements Emulator, Service {
 
     clearFaults(): void {
         this.faults.clear();
+    }
+
+    reset(to: EmulatorState = createInitialState()): void {
+        Object.assign(this.state, structuredClone(to));
+        this.faults.clear();
+        this.requests.length = 0;
     }
 
     waitForRequest(match: { method?: string; path: RegExp }): Promise<RequestLogEntry> {

@@ -8,7 +8,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { createInitialState, Emulator, EmulatorState, Fault, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "../emulator/server";
+import { Emulator, EmulatorState, Fault, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "../emulator/server";
 import { buildSolutionZip } from "./solutionZip";
 import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../../components/guide";
@@ -179,10 +179,8 @@ const summary: string[] = [];
 let cases = 0;
 let matrixMs = 0;
 
-function reset(to: EmulatorState = createInitialState()): void {
-    Object.assign(emulator.state, structuredClone(to));
-    emulator.clearFaults();
-    emulator.requests.length = 0;
+function reset(to?: EmulatorState): void {
+    emulator.reset(to);
     emulator.registerApplication(APP_ID);
 }
 

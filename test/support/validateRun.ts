@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { format } from "node:util";
 import { runValidate } from "../../scripts/validate";
 import { IdentityPlatform, startIdentityPlatform } from "../emulator/identityPlatform";
-import { createInitialState, Emulator, startEmulator } from "../emulator/server";
+import { Emulator, startEmulator } from "../emulator/server";
 import { trustedTestCertificate, tsNodeTestEnvironment } from "./testRun";
 
 const ROOT = path.join(__dirname, "..", "..");
@@ -66,8 +66,7 @@ export async function stopValidateEmulators({ dataverse, identity }: Partial<Val
 
 /** Dataverse as a new instance has it, the request logs empty and nobody registered with the identity platform. */
 export function resetValidateEmulators({ dataverse, identity }: ValidateEmulators): void {
-    Object.assign(dataverse.state, createInitialState());
-    dataverse.requests.length = 0;
+    dataverse.reset();
     identity.requests.length = 0;
     identity.reset();
 }
