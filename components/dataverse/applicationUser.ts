@@ -3,12 +3,12 @@ import { sharedClient, DataverseClient, DataverseError, ErrorCodes, odataGuid, s
 import {
     anyUnknown,
     CheckFailure,
+    describeDelay,
     ignoreNotFound,
     isNotFound,
     knownChanges,
     mustBeGuid,
     mustBeInstanceUrl,
-    describeDelay,
     progress,
     validateField,
     warn,
