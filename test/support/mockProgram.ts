@@ -185,8 +185,8 @@ function serve(socket: string): void {
         req.on("end", () => {
             let run = runs.get(body);
             if (run === undefined) {
-                const spec = JSON.parse(body) as MockProgramSpec;
-                run = queue.then(() => runProgram(spec));
+                // A body that is not JSON fails its own run, not the server.
+                run = queue.then(() => runProgram(JSON.parse(body) as MockProgramSpec));
                 queue = run.catch(() => undefined);
                 runs.set(body, run);
             }
