@@ -11,7 +11,7 @@ import { DYNAMICS_SALES_SKU_ID, Emulator, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT
 import { directoryUser } from "./emulator/graph";
 import type { DirectoryUserRow } from "./emulator/graphState";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, ProviderHost, providersOf, ResourceState, runMockProgram, stopProviderTest } from "./support/providerHost";
 import { registrationsOf } from "./support/registrations";
 import type { MockProgramReport } from "./support/mockProgram";
 import { MOCK_PASSWORD, MOCK_SKU_ID, MOCK_USER_OBJECT_ID, UNKNOWN_OUTPUT } from "./support/mockValues";
@@ -267,11 +267,7 @@ describe("the Office 365 providers against the emulator", () => {
         });
     }, 120_000);
 
-    afterAll(async () => {
-        await host?.stop();
-        await emulator?.close();
-        if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-    });
+    afterAll(() => stopProviderTest({ host, emulator, scratch }));
 
     beforeEach(() => {
         emulator.reset();

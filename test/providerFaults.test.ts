@@ -9,7 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { Emulator, LEAD_WRITER_ROLE_NAME, LEAD_WRITER_SOLUTION_UNIQUE_NAME, ROOT_BUSINESS_UNIT_ID, startEmulator } from "./emulator/server";
 import { buildSolutionZip } from "./support/solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, PLAIN_STACK_CONFIG, runMockProgram } from "./support/providerHost";
+import { EngineSimulator, PLAIN_STACK_CONFIG, ProviderHost, providersOf, runMockProgram, stopProviderTest } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../components/guide";
 import { clientTuningFromEnvironment } from "../components/dataverse/client";
 import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./support/providerInputs";
@@ -42,11 +42,7 @@ beforeAll(async () => {
     host = await startHost();
 }, 120_000);
 
-afterAll(async () => {
-    await host?.stop();
-    await emulator?.close();
-    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-});
+afterAll(() => stopProviderTest({ host, emulator, scratch }));
 
 beforeEach(() => {
     emulator.reset();

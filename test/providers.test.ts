@@ -16,12 +16,13 @@ import {
 import { buildSolutionZip } from "./support/solutionZip";
 import {
     EngineSimulator,
+    PLAIN_STACK_CONFIG,
     ProviderCallError,
     ProviderHost,
     providersOf,
     ResourceState,
-    PLAIN_STACK_CONFIG,
     runMockProgram,
+    stopProviderTest,
     UNKNOWN,
 } from "./support/providerHost";
 import { GUIDE_ROLE_PRIVILEGES, PrivilegeGrant } from "../components/guide";
@@ -89,11 +90,7 @@ beforeAll(async () => {
     providers = providersOf(report);
 }, 120_000);
 
-afterAll(async () => {
-    await host?.stop();
-    await emulator?.close();
-    if (zipDir) fs.rmSync(zipDir, { recursive: true, force: true });
-});
+afterAll(() => stopProviderTest({ host, emulator, scratch: zipDir }));
 
 beforeEach(() => {
     emulator.reset();

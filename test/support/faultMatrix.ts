@@ -10,7 +10,15 @@ import * as os from "os";
 import * as path from "path";
 import { Emulator, EmulatorState, Fault, LEAD_WRITER_SOLUTION_UNIQUE_NAME, startEmulator } from "../emulator/server";
 import { buildSolutionZip } from "./solutionZip";
-import { EngineSimulator, ProviderHost, providersOf, ResourceState, PLAIN_STACK_CONFIG, runMockProgram } from "./providerHost";
+import {
+    EngineSimulator,
+    PLAIN_STACK_CONFIG,
+    ProviderHost,
+    providersOf,
+    ResourceState,
+    runMockProgram,
+    stopProviderTest,
+} from "./providerHost";
 import { GUIDE_ROLE_PRIVILEGES } from "../../components/guide";
 import { APP_ID, grantInputs, linkInputs, solutionInputs, userInputs } from "./providerInputs";
 
@@ -209,11 +217,7 @@ export function faultMatrix(resources: readonly MatrixResource[], options: { kil
         host = await ProviderHost.start({ DATAVERSE_ENDPOINT: emulator.origin, ...HOST_ENV });
     }, 120_000);
 
-    afterAll(async () => {
-        await host?.stop();
-        await emulator?.close();
-        if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-    });
+    afterAll(() => stopProviderTest({ host, emulator, scratch }));
 
     describe.each(OPERATIONS.filter((o) => resources.some((r) => o.name.startsWith(`${r} `))))("$name", (operation) => {
         let start: EmulatorState;

@@ -299,6 +299,17 @@ export class ProviderHost {
     }
 }
 
+/** Stops what a provider test file started, each part if it got that far: its host, its emulator, its scratch folder. */
+export async function stopProviderTest(parts: {
+    host?: ProviderHost;
+    emulator?: { close(): Promise<void> };
+    scratch?: string;
+}): Promise<void> {
+    await parts.host?.stop();
+    await parts.emulator?.close();
+    if (parts.scratch) fs.rmSync(parts.scratch, { recursive: true, force: true });
+}
+
 /** A resource as the engine keeps it in state. */
 export interface ResourceState {
     id: string;
